@@ -1,0 +1,1 @@
+"""Code that runs on workers. Imports only the standard library and the scientific stack."""

@@ -1,0 +1,87 @@
+"""Methods: the functions a thinker can call by name, with what they need to run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from orchestrator.exceptions import ConfigError, UnknownMethodError
+
+SiteKindName = Literal["cpu", "gpu"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A function registered under a name, with its requirements.
+
+    Args:
+        function: The Python function to run on a worker. It must be importable there
+            (defined in an installed package or a campaign module) and its result must fit in
+            10 MiB once serialized.
+        name: Name used in ``send_inputs(method=...)``; defaults to the function's name.
+        kind: Which kind of site runs it: ``cpu`` or ``gpu``.
+        slots: Site slots (workers) one task occupies.
+        max_retries: Default retry budget when ``send_inputs`` does not give one.
+    """
+
+    function: Callable[..., Any]
+    name: str = ""
+    kind: SiteKindName = "cpu"
+    slots: int = 1
+    max_retries: int = 0
+
+    def __post_init__(self) -> None:
+        if not callable(self.function):
+            raise ConfigError(f"method {self.name or self.function!r}: function is not callable")
+        if not self.name:
+            object.__setattr__(self, "name", getattr(self.function, "__name__", ""))
+        if not self.name.isidentifier():
+            raise ConfigError(
+                f"method {self.name!r}: name must be a Python identifier; pass name='...'"
+            )
+        if self.kind not in ("cpu", "gpu"):
+            raise ConfigError(f"method {self.name}: kind {self.kind!r} is not 'cpu' or 'gpu'")
+        if self.slots < 1:
+            raise ConfigError(f"method {self.name}: slots must be >= 1 (got {self.slots})")
+        if self.max_retries < 0:
+            raise ConfigError(f"method {self.name}: max_retries must be >= 0")
+
+
+class MethodRegistry:
+    """The methods of one campaign, looked up by name."""
+
+    def __init__(self, methods: Iterable[Method | Callable[..., Any]]):
+        self._methods: dict[str, Method] = {}
+        for item in methods:
+            spec = item if isinstance(item, Method) else Method(item)
+            if spec.name in self._methods:
+                raise ConfigError(f"method {spec.name!r} is registered twice; rename one")
+            self._methods[spec.name] = spec
+
+    def get(self, name: str) -> Method:
+        """The method called ``name``.
+
+        Raises:
+            UnknownMethodError: naming the methods that exist.
+        """
+        try:
+            return self._methods[name]
+        except KeyError:
+            known = ", ".join(sorted(self._methods)) or "none"
+            raise UnknownMethodError(
+                f"unknown method {name!r}; this campaign registers: {known}"
+            ) from None
+
+    def kinds(self) -> set[str]:
+        """Site kinds the methods need."""
+        return {m.kind for m in self._methods.values()}
+
+    def __iter__(self) -> Iterator[Method]:
+        return iter(self._methods.values())
+
+    def __len__(self) -> int:
+        return len(self._methods)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._methods

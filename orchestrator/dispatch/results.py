@@ -1,0 +1,73 @@
+"""Append-only results files: ``<run-dir>/results/<topic>.jsonl``, written off the hot path."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import IO
+
+from orchestrator.models import Result
+
+logger = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class ResultsWriter:
+    """Writes each result as one JSON line to its topic's file, from a background thread."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._files: dict[str, IO[str]] = {}
+        self._thread = threading.Thread(target=self._run, name="orch-results", daemon=True)
+        self._thread.start()
+        self.written = 0
+
+    def write(self, result: Result) -> None:
+        """Queue one result for writing."""
+        self._queue.put(result)
+
+    def _file(self, topic: str) -> IO[str]:
+        handle = self._files.get(topic)
+        if handle is None:
+            handle = open(self.directory / f"{topic}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            self._files[topic] = handle
+        return handle
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while True:  # take whatever else is waiting, then flush once
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            touched = set()
+            for entry in batch:
+                if entry is _STOP:
+                    for handle in self._files.values():
+                        handle.flush()
+                        handle.close()
+                    self._files.clear()
+                    return
+                assert isinstance(entry, Result)
+                try:
+                    handle = self._file(entry.topic)
+                    handle.write(entry.to_json() + "\n")
+                    touched.add(entry.topic)
+                    self.written += 1
+                except Exception:  # noqa: BLE001 - one unwritable result must not stop the rest
+                    logger.exception("could not write result %s", entry.task_id)
+            for topic in touched:
+                self._files[topic].flush()
+
+    def close(self) -> None:
+        """Write everything queued so far, then close the files."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()

@@ -1,0 +1,29 @@
+"""Exceptions shared by every layer of the orchestrator."""
+
+
+class OrchError(Exception):
+    """Base class for errors raised by orch."""
+
+
+class ConfigError(OrchError):
+    """A user-facing input is invalid.
+
+    The message is one line that names the file or field and says how to fix it; the CLI
+    prints it and exits with status 2.
+    """
+
+
+class TimeoutException(OrchError, TimeoutError):
+    """``get_result`` waited longer than its timeout (same name as Colmena's)."""
+
+
+class UnknownTopicError(OrchError, ValueError):
+    """A topic that was not declared for the campaign was used."""
+
+
+class UnknownMethodError(OrchError, ValueError):
+    """A method name that was not registered for the campaign was used."""
+
+
+class SiteUnavailableError(OrchError):
+    """A site cannot take or finish tasks (unreachable service, lost workers, shut down)."""

@@ -1,0 +1,104 @@
+"""Task and Result records: what a task asked for, where it ran, what came back, and when."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FailureInfo(BaseModel):
+    """Why a task failed."""
+
+    exception_type: str = Field(description="Qualified name of the exception class")
+    message: str = Field(description="str() of the exception")
+    traceback: str = Field(default="", description="Tail of the formatted traceback")
+    where: str = Field(default="task", description="'task' (the function raised) or 'site'")
+
+
+class Timestamps(BaseModel):
+    """Epoch seconds (``time.time()``) at each hop of a task's life."""
+
+    created: float
+    sent: float | None = Field(default=None, description="Handed to the site")
+    started: float | None = Field(default=None, description="Function started on the worker")
+    finished: float | None = Field(default=None, description="Function finished on the worker")
+    returned: float | None = Field(default=None, description="Result back in the orchestrator")
+    received: float | None = Field(default=None, description="Handed to the thinker")
+
+
+class Sizes(BaseModel):
+    """Serialized sizes in bytes (``None`` where the backend does not expose them)."""
+
+    inputs: int | None = None
+    value: int | None = None
+
+
+class Result(BaseModel):
+    """The outcome of one task, as the thinker sees it (a superset of Colmena's fields)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    task_id: str
+    method: str
+    topic: str
+    args: tuple[Any, ...] | None = None
+    kwargs: dict[str, Any] | None = None
+    value: Any = None
+    success: bool | None = None
+    failure_info: FailureInfo | None = None
+    site: str | None = None
+    worker_host: str | None = None
+    worker_pid: int | None = None
+    retries: int = 0
+    task_info: dict[str, Any] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    timestamps: Timestamps
+    sizes: Sizes = Field(default_factory=Sizes)
+
+    @property
+    def inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Positional and keyword inputs, Colmena-style (empty when not kept)."""
+        return (self.args or (), self.kwargs or {})
+
+    def to_json(self) -> str:
+        """One JSON line; values that JSON cannot hold are written as their ``repr``."""
+        return self.model_dump_json(fallback=repr)
+
+
+@dataclass
+class Task:
+    """A task inside the orchestrator, from ``send_inputs`` until its result is delivered."""
+
+    method: str
+    topic: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    keep_inputs: bool = True
+    max_retries: int = 0
+    resources: dict[str, Any] = field(default_factory=dict)
+    task_info: dict[str, Any] = field(default_factory=dict)
+    task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: float = field(default_factory=time.time)
+    retries: int = 0
+    site: str | None = None
+    sent: float | None = None
+    slots: int = 1
+
+    def make_result(self, **fields: Any) -> Result:
+        """Build the Result for this task from the outcome fields."""
+        return Result(
+            task_id=self.task_id,
+            method=self.method,
+            topic=self.topic,
+            args=self.args if self.keep_inputs else None,
+            kwargs=self.kwargs if self.keep_inputs else None,
+            retries=self.retries,
+            task_info=self.task_info,
+            resources=self.resources,
+            site=self.site,
+            **fields,
+        )

@@ -1,0 +1,297 @@
+"""Running a campaign: load the thinker class, start the sites, wire queues to dispatch.
+
+A campaign class is a ``BaseThinker`` subclass with class attributes:
+
+- ``methods``: the ``Method`` objects (or plain functions, which run on ``cpu`` sites);
+- ``topics`` (optional): extra result topics besides ``default``, the method names and the
+  ``@result_processor`` topics, which are always declared;
+- ``Options`` (optional): a pydantic model of the campaign's options; the instance is passed
+  to the constructor as ``options=``;
+
+and, optionally, ``summary(self) -> str`` for the line printed when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import inspect
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.campaigns import BUILTIN_CAMPAIGNS
+from orchestrator.config.sites import SiteConfig
+from orchestrator.dispatch import Dispatcher, MethodRegistry
+from orchestrator.dispatch.dispatcher import check_kinds
+from orchestrator.exceptions import ConfigError
+from orchestrator.queues import Queues
+from orchestrator.sites import make_site
+from orchestrator.sites.base import Site
+from orchestrator.thinker import BaseThinker
+
+logger = logging.getLogger(__name__)
+
+
+def load_campaign(ref: str) -> tuple[type[BaseThinker], list[str]]:
+    """Resolve a campaign reference to its class.
+
+    Args:
+        ref: A built-in name (``demo``), ``package.module:Class`` or ``path/to/file.py:Class``.
+
+    Returns:
+        The class and the directories workers need on their ``PYTHONPATH`` to import it.
+
+    Raises:
+        ConfigError: the reference cannot be resolved (one line, with what to do).
+    """
+    extra_paths: list[str] = []
+    target = BUILTIN_CAMPAIGNS.get(ref, ref)
+    if ":" not in target:
+        known = ", ".join(sorted(BUILTIN_CAMPAIGNS))
+        raise ConfigError(
+            f"campaign {ref!r}: not a built-in campaign ({known}); give "
+            f"'package.module:Class' or 'path/to/file.py:Class'"
+        )
+    module_ref, _, class_name = target.rpartition(":")
+    if module_ref.endswith(".py"):
+        path = Path(module_ref).resolve()
+        if not path.is_file():
+            raise ConfigError(f"campaign {ref!r}: file {module_ref} not found")
+        # Import by module name from the file's folder, so workers can import it the same way
+        folder = str(path.parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        extra_paths.append(folder)
+        module_name = path.stem
+    else:
+        module_name = module_ref
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"campaign {ref!r}: cannot import {module_name}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - user code failing at import time
+        raise ConfigError(
+            f"campaign {ref!r}: importing {module_name} raised {type(exc).__name__}: {exc}"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(f"campaign {ref!r}: {module_name} has no attribute {class_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, BaseThinker)):
+        raise ConfigError(f"campaign {ref!r}: {class_name} is not a BaseThinker subclass")
+    return cls, extra_paths
+
+
+def campaign_methods(cls: type) -> MethodRegistry:
+    """The methods a campaign class declares in its ``methods`` attribute."""
+    declared = getattr(cls, "methods", None)
+    if not declared:
+        raise ConfigError(
+            f"campaign {cls.__name__}: declares no methods; set a class attribute "
+            f"'methods = [Method(fn, kind=\"cpu\"), ...]'"
+        )
+    return MethodRegistry(declared)
+
+
+def campaign_topics(cls: type, methods: MethodRegistry) -> set[str]:
+    """Topics to declare: ``topics`` attribute, method names and result-processor topics."""
+    topics = set(getattr(cls, "topics", ()) or ())
+    topics.update(m.name for m in methods)
+    for _, member in inspect.getmembers(cls):
+        topic = getattr(member, "_orch_topic", None) or getattr(member, "topic", None)
+        if isinstance(topic, str):
+            topics.add(topic)
+    return topics
+
+
+def parse_options(cls: type, pairs: Sequence[str]) -> BaseModel | None:
+    """Build the campaign's ``Options`` from ``key=value`` strings.
+
+    Raises:
+        ConfigError: a pair is malformed, names an unknown option or has a bad value.
+    """
+    options_cls = getattr(cls, "Options", None)
+    if options_cls is None:
+        if pairs:
+            raise ConfigError(
+                f"campaign {cls.__name__}: takes no options (got {', '.join(pairs)})"
+            )
+        return None
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"option {pair!r}: write it as key=value, e.g. -o n_tasks=10")
+        if key not in options_cls.model_fields:
+            known = ", ".join(options_cls.model_fields)
+            raise ConfigError(f"option {key!r}: unknown for {cls.__name__}; known: {known}")
+        values[key] = value
+    try:
+        return options_cls.model_validate(values)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "options"
+        raise ConfigError(f"option {where}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+@dataclass
+class Session:
+    """A running campaign's plumbing: queues for the thinker, the dispatcher and sites."""
+
+    queues: Queues
+    dispatcher: Dispatcher
+    sites: list[Site]
+    run_dir: Path
+
+
+def _start_sites(configs: Sequence[SiteConfig], run_dir: Path, extra_paths: list[str]) -> list[Site]:
+    sites: list[Site] = []
+    for config in configs:
+        site = make_site(config, run_dir)
+        if extra_paths and hasattr(site, "_extra_paths"):
+            site._extra_paths.extend(extra_paths)
+        sites.append(site)
+    errors: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, len(sites))) as pool:
+        futures = {pool.submit(site.start): site for site in sites}
+        for future, site in futures.items():
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - reported below with the site name
+                errors.append(f"site {site.name}: could not start: {type(exc).__name__}: {exc}")
+    if errors:
+        for site in sites:
+            site.shutdown()
+        raise ConfigError("; ".join(errors))
+    return sites
+
+
+@contextlib.contextmanager
+def open_session(
+    site_configs: Sequence[SiteConfig],
+    methods: MethodRegistry,
+    topics: set[str],
+    run_dir: Path,
+    extra_paths: list[str] | None = None,
+) -> Iterator[Session]:
+    """Start the sites and wire queues to a dispatcher; stop everything on exit.
+
+    Every site is shut down on the way out, whether the block ends normally, raises, or is
+    interrupted (KeyboardInterrupt), so no engine process outlives the session.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    needed = methods.kinds()
+    configs = [c for c in site_configs if c.kind in needed]
+    queues = Queues(topics)
+    sites: list[Site] = []
+    dispatcher: Dispatcher | None = None
+    try:
+        check_kinds(methods, {c.kind for c in configs})
+        sites = _start_sites(configs, run_dir, extra_paths or [])
+        dispatcher = Dispatcher(sites, methods, queues.put_result, run_dir)
+        queues.attach(dispatcher)
+        yield Session(queues=queues, dispatcher=dispatcher, sites=sites, run_dir=run_dir)
+    finally:
+        if dispatcher is not None:
+            dispatcher._closed = True
+        for site in sites:
+            site.shutdown()
+        if dispatcher is not None:
+            dispatcher.undelivered(queues.drain())
+            dispatcher.close()
+
+
+@dataclass
+class RunSummary:
+    """What a finished campaign reports."""
+
+    run_dir: Path
+    seconds: float
+    per_site: dict[str, dict[str, int]]
+    agent_errors: list[tuple[str, BaseException]] = field(default_factory=list)
+    summary: str = ""
+
+
+def build_thinker(
+    cls: type[BaseThinker], queues: Queues, options: BaseModel | None, run_dir: Path
+) -> BaseThinker:
+    """Construct the thinker, passing ``options``/``run_dir`` where its constructor takes them."""
+    params = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {}
+    if options is not None:
+        kwargs["options"] = options
+    if "run_dir" in params:
+        kwargs["run_dir"] = run_dir
+    return cls(queues, **kwargs)
+
+
+def run_campaign(
+    cls: type[BaseThinker],
+    site_configs: Sequence[SiteConfig],
+    run_dir: Path,
+    options: BaseModel | None = None,
+    extra_paths: list[str] | None = None,
+    on_session: Callable[[Session], contextlib.AbstractContextManager[Any]] | None = None,
+) -> RunSummary:
+    """Run a campaign class to completion on the given sites.
+
+    Args:
+        cls: The thinker class (see module docstring for what it declares).
+        site_configs: Sites to use (only those of kinds the methods need are started).
+        run_dir: Campaign directory (results, site working directories, logs).
+        options: The campaign's options, if it has an ``Options`` model.
+        extra_paths: Folders workers need on PYTHONPATH (from ``load_campaign``).
+        on_session: Optional context manager factory wrapped around the thinker's run,
+            e.g. a live progress display.
+
+    Returns:
+        Per-site counts, agent failures and the campaign's summary line.
+    """
+    methods = campaign_methods(cls)
+    topics = campaign_topics(cls, methods)
+    started = time.monotonic()
+    with open_session(site_configs, methods, topics, run_dir, extra_paths) as session:
+        thinker = build_thinker(cls, session.queues, options, run_dir)
+        display = on_session(session) if on_session else contextlib.nullcontext()
+        with display:
+            try:
+                _run_interruptibly(thinker)
+            except KeyboardInterrupt:
+                thinker.done.set()
+                raise
+        per_site = {
+            name: {"done": s.done, "failed": s.failed, "in_flight": s.in_flight}
+            for name, s in session.dispatcher.stats.items()
+        }
+        summary_fn = getattr(thinker, "summary", None)
+        summary = ""
+        if callable(summary_fn):
+            try:
+                summary = str(summary_fn())
+            except Exception as exc:  # noqa: BLE001 - a broken summary must not lose results
+                summary = f"(summary failed: {type(exc).__name__}: {exc})"
+    return RunSummary(
+        run_dir=run_dir,
+        seconds=time.monotonic() - started,
+        per_site=per_site,
+        agent_errors=list(getattr(thinker, "agent_errors", [])),
+        summary=summary,
+    )
+
+
+def _run_interruptibly(thinker: BaseThinker) -> None:
+    """Run the thinker in a thread so the main thread stays responsive to Ctrl-C."""
+    runner = threading.Thread(target=thinker.run, name="orch-thinker", daemon=True)
+    runner.start()
+    while runner.is_alive():
+        runner.join(timeout=0.2)

@@ -1,0 +1,16 @@
+"""Site backends: where tasks run. Each returns futures; the dispatcher never cares which."""
+
+from orchestrator.sites.base import Outcome, Site
+
+__all__ = ["Outcome", "Site", "make_site"]
+
+
+def make_site(config, run_dir):  # type: ignore[no-untyped-def]
+    """Build the backend object for one site config (imported lazily per backend)."""
+    if config.backend == "local":
+        from orchestrator.sites.local import LocalSite
+
+        return LocalSite(config, run_dir)
+    from orchestrator.sites.globus import GlobusSite
+
+    return GlobusSite(config, run_dir)

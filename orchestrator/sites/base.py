@@ -1,0 +1,125 @@
+"""The interface every site backend implements."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config.sites import SiteConfig
+
+
+@dataclass
+class Outcome:
+    """What came back from a worker for one task (the ``run_task`` dict, decoded).
+
+    ``ok`` is False both when the task raised (``failure['where'] == 'task'``) and when the
+    site could not run it (``'site'``: worker lost, result too large, serialization).
+    """
+
+    ok: bool
+    value: Any = None
+    failure: dict[str, str] | None = None
+    host: str | None = None
+    pid: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    input_size: int | None = None
+    value_size: int | None = None
+
+    @classmethod
+    def from_worker(
+        cls, record: dict[str, Any], input_size: int | None, value_size: int | None
+    ) -> Outcome:
+        """Decode the dict returned by ``orchestrator.apps.runtime.run_task``."""
+        failure = record.get("failure")
+        if failure is not None:
+            failure = {**failure, "where": "task"}
+        return cls(
+            ok=record["ok"],
+            value=record.get("value"),
+            failure=failure,
+            host=record.get("host"),
+            pid=record.get("pid"),
+            started=record.get("started"),
+            finished=record.get("finished"),
+            input_size=input_size,
+            value_size=value_size,
+        )
+
+    @classmethod
+    def site_failure(
+        cls, exception_type: str, message: str, traceback: str = "", input_size: int | None = None
+    ) -> Outcome:
+        """An outcome for a task the site could not run or return."""
+        return cls(
+            ok=False,
+            failure={
+                "exception_type": exception_type,
+                "message": message,
+                "traceback": traceback,
+                "where": "site",
+            },
+            input_size=input_size,
+        )
+
+
+class Site(ABC):
+    """A place that runs tasks.
+
+    Subclasses implement ``start``, ``submit``, ``outcome`` and ``shutdown``. ``submit`` returns
+    a future; when it is done the dispatcher calls ``outcome(future)``, which never raises: a
+    site-side problem becomes a failed ``Outcome`` with ``where='site'``. A site that can no
+    longer take tasks marks itself down (``mark_down``) and ``submit`` then raises
+    ``SiteUnavailableError``.
+    """
+
+    def __init__(self, config: SiteConfig, run_dir: Path):
+        self.config = config
+        self.name = config.name
+        self.kind = config.kind
+        self.capacity = config.capacity
+        self.working_dir = (config.working_dir or run_dir / "sites" / config.name).resolve()
+        self.down_reason: str | None = None
+        self._down_listeners: list[Callable[[Site, str], None]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def is_down(self) -> bool:
+        """Whether the site has been declared unable to run tasks."""
+        return self.down_reason is not None
+
+    def on_down(self, listener: Callable[[Site, str], None]) -> None:
+        """Call ``listener(site, reason)`` once when the site is declared down."""
+        self._down_listeners.append(listener)
+
+    def mark_down(self, reason: str) -> None:
+        """Declare the site down (idempotent) and tell the listeners."""
+        with self._lock:
+            if self.down_reason is not None:
+                return
+            self.down_reason = reason
+        for listener in self._down_listeners:
+            listener(self, reason)
+
+    @abstractmethod
+    def start(self) -> None:
+        """Make the site ready (may be lazy for remote sites)."""
+
+    @abstractmethod
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]:
+        """Send one call of ``fn`` (wrapped by ``run_task``) to the site."""
+
+    @abstractmethod
+    def outcome(self, future: Future[Any]) -> Outcome:
+        """Decode a done future from ``submit``; never raises."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop everything the site started (idempotent); every process it spawned is reaped."""

@@ -1,0 +1,156 @@
+"""Local mock site: a real Globus Compute endpoint engine (Parsl HTEX workers) on this machine.
+
+Tasks are packed exactly as the Globus Compute SDK packs them for a real endpoint and handed
+to ``GlobusComputeEngine.submit``, so the worker runs the same ``execute_task`` path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from globus_compute_common import messagepack
+from globus_compute_common.messagepack.message_types import Result as PackedResult
+from globus_compute_common.messagepack.message_types import Task as PackedTask
+from globus_compute_endpoint.engines import GlobusComputeEngine
+from globus_compute_endpoint.engines.base import GCFuture
+from globus_compute_sdk.serialize import ComputeSerializer
+from parsl.providers import LocalProvider
+
+from orchestrator.apps.runtime import run_task
+from orchestrator.config.sites import SiteConfig
+from orchestrator.exceptions import SiteUnavailableError
+from orchestrator.sites.base import Outcome, Site
+
+logger = logging.getLogger(__name__)
+
+_SERIALIZER = ComputeSerializer()
+_PACKED_RUN_TASK = _SERIALIZER.serialize(run_task)
+_PACKED_NO_KWARGS = _SERIALIZER.serialize({})
+
+
+def pack_call(task_id: uuid.UUID, fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
+    """Pack ``run_task(fn, args, kwargs)`` as the SDK packs a task for an endpoint.
+
+    Returns:
+        The messagepack ``Task`` bytes an endpoint's engine receives.
+    """
+    buffer = _SERIALIZER.pack_buffers(
+        [_PACKED_RUN_TASK, _SERIALIZER.serialize((fn, args, kwargs)), _PACKED_NO_KWARGS]
+    )
+    return messagepack.pack(PackedTask(task_id=task_id, task_buffer=buffer))
+
+
+def unpack_outcome(packed: bytes, input_size: int | None) -> Outcome:
+    """Decode the packed ``Result`` an engine returns into an ``Outcome``."""
+    result = messagepack.unpack(packed)
+    if not isinstance(result, PackedResult):
+        return Outcome.site_failure(
+            "InvalidMessage", f"engine returned {type(result).__name__}", input_size=input_size
+        )
+    if result.is_error:
+        details = result.error_details
+        code = details.code if details is not None else "RemoteExecutionError"
+        text = str(result.data)
+        last = text.strip().splitlines()[-1] if text.strip() else code
+        return Outcome.site_failure(code, last, traceback=text[-4000:], input_size=input_size)
+    record = _SERIALIZER.deserialize(result.data)
+    return Outcome.from_worker(record, input_size=input_size, value_size=len(result.data))
+
+
+class LocalSite(Site):
+    """A site whose workers are Parsl HTEX workers started on this machine.
+
+    The engine's interchange and worker pool are child processes; ``shutdown`` stops them
+    all. The worker environment gets this interpreter's ``bin/`` first on PATH (the engine
+    launches its processes through ``globus-compute-endpoint``) and the orchestrator's
+    ``sys.path`` entries on PYTHONPATH, so campaign modules loaded from a file import there.
+    """
+
+    def __init__(self, config: SiteConfig, run_dir: Path, *, extra_paths: list[str] | None = None):
+        super().__init__(config, run_dir)
+        self._extra_paths = list(extra_paths or [])
+        self._engine: GlobusComputeEngine | None = None
+        self._endpoint_id = uuid.uuid5(uuid.NAMESPACE_URL, f"orch-local-site:{config.name}")
+
+    def _worker_init(self) -> str:
+        lines = []
+        paths = [p for p in self._extra_paths if p]
+        if paths:
+            joined = os.pathsep.join(paths)
+            lines.append(f'export PYTHONPATH="{joined}${{PYTHONPATH:+:$PYTHONPATH}}"')
+        if self.config.worker_init:
+            lines.append(self.config.worker_init)
+        return "\n".join(lines)
+
+    def start(self) -> None:
+        """Start the engine: interchange plus one block of ``capacity`` workers."""
+        bin_dir = os.path.dirname(sys.executable)
+        path = os.environ.get("PATH", "")
+        if not path.startswith(bin_dir + os.pathsep):
+            os.environ["PATH"] = bin_dir + os.pathsep + path
+        self.working_dir.mkdir(parents=True, exist_ok=True)
+        accelerators = list(self.config.accelerators)
+        engine = GlobusComputeEngine(
+            label=f"orch-{self.name}",
+            address="127.0.0.1",
+            max_workers_per_node=self.capacity,
+            available_accelerators=accelerators or [],
+            encrypted=False,
+            heartbeat_period=5,
+            heartbeat_threshold=30,
+            provider=LocalProvider(
+                init_blocks=1,
+                min_blocks=1,
+                max_blocks=1,
+                nodes_per_block=1,
+                worker_init=self._worker_init(),
+            ),
+            job_status_kwargs={"strategy": "none", "max_idletime": 0},
+        )
+        self._engine = engine
+        try:
+            engine.start(endpoint_id=self._endpoint_id, run_dir=str(self.working_dir))
+        except BaseException:
+            self.shutdown()
+            raise
+        logger.info("site %s: local engine started in %s", self.name, self.working_dir)
+
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]:
+        """Pack the call and hand it to the engine; the future completes with packed bytes."""
+        engine = self._engine
+        if engine is None or self.is_down:
+            raise SiteUnavailableError(self.down_reason or f"site '{self.name}' is not started")
+        task_id = uuid.uuid4()
+        packed = pack_call(task_id, fn, args, kwargs)
+        future = GCFuture(task_id)
+        future.input_size = len(packed)  # type: ignore[attr-defined]
+        engine.submit(future, packed, {})
+        return future
+
+    def outcome(self, future: Future[Any]) -> Outcome:
+        """Decode the engine's packed result (never raises)."""
+        input_size = getattr(future, "input_size", None)
+        try:
+            return unpack_outcome(future.result(), input_size)
+        except Exception as exc:  # noqa: BLE001 - a bad reply is a site failure, not a crash
+            return Outcome.site_failure(type(exc).__name__, str(exc), input_size=input_size)
+
+    def shutdown(self) -> None:
+        """Stop the interchange and workers (idempotent)."""
+        engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        try:
+            engine.shutdown()
+        except Exception:  # noqa: BLE001 - shutting down must not mask the original error
+            logger.exception("site %s: error while shutting the engine down", self.name)
+        logger.info("site %s: local engine stopped", self.name)
