@@ -1,0 +1,25 @@
+# Recipes for developers who have `just`; each wraps a script in scripts/ (no `just` needed).
+
+# Set up .venv and system packages (idempotent)
+setup:
+    scripts/setup
+
+# Run the demo campaign on the local mock sites
+demo *ARGS:
+    scripts/demo {{ARGS}}
+
+# Run the whole test suite
+test *ARGS:
+    scripts/test {{ARGS}}
+
+# Quick tests only (skips the slow end-to-end group)
+test-quick:
+    scripts/test -m "not slow"
+
+# Throughput / decision-latency benchmark against the raw engine
+bench *ARGS:
+    scripts/setup && .venv/bin/python benchmarks/throughput.py {{ARGS}}
+
+# Lint, format check and type check
+lint:
+    scripts/setup && .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy orchestrator

@@ -1,0 +1,448 @@
+"""Site descriptions: one YAML file per site in a sites/ directory.
+
+``load_sites(Path("sites"))`` reads every ``*.yaml``/``*.yml`` file directly in the folder
+(sub-folders such as ``sites/examples/`` and hidden files are not read), in file-name order.
+Every problem becomes a :class:`~orchestrator.exceptions.ConfigError` whose message is one line,
+``<file>: <field>: <what is wrong>; <what to do>`` (no field for whole-file problems).
+"""
+
+from __future__ import annotations
+
+import difflib
+import uuid
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from orchestrator.exceptions import ConfigError
+
+SiteKind = Literal["cpu", "gpu"]
+SiteBackend = Literal["local", "globus"]
+
+SITE_FILE_SUFFIXES = (".yaml", ".yml")
+
+_GLOBUS_ONLY = ("endpoint_id", "user_endpoint_config", "resource_specification")
+
+
+def _rule(field: str, problem: str, hint: str) -> PydanticCustomError:
+    """Build a cross-field rule error that remembers which field to blame."""
+    return PydanticCustomError(
+        "site_rule",
+        "{field}: {problem}; {hint}",
+        {"field": field, "problem": problem, "hint": hint},
+    )
+
+
+class SiteConfig(BaseModel):
+    """One site: where tasks of one kind run.
+
+    Rules checked across fields:
+
+    * ``globus`` needs ``endpoint_id``; ``local`` must not set ``endpoint_id``,
+      ``user_endpoint_config`` or ``resource_specification``; ``worker_init`` is for ``local``
+      only (a remote endpoint's worker setup belongs in its own template/config).
+    * ``max_in_flight``, when given, is at least ``capacity``: fewer would leave workers idle.
+    * ``accelerators`` ids are unique. On a ``local`` site the engine pins one worker to each
+      id and starts at most ``len(accelerators)`` workers (Parsl's HTEX caps workers per node
+      at the number of accelerators), so ``capacity <= len(accelerators)``; a smaller capacity
+      uses the first ``capacity`` ids. On a ``globus`` site the list describes ONE node, while
+      ``capacity`` counts slots over all the endpoint's nodes, so no such bound applies there.
+
+    Attributes:
+        name: Unique short name (lower case letters, digits, '-' and '_'); defaults to the
+            file's stem when loaded from a file.
+        kind: ``cpu`` or ``gpu``: which methods the site may run.
+        backend: ``local`` (a Globus Compute endpoint engine on this machine) or ``globus``
+            (a remote Globus Compute endpoint reached through the cloud service).
+        capacity: Task slots (workers) the site offers at once.
+        max_in_flight: Most task slots orch keeps at the site at once, queued there included;
+            defaults to four times ``capacity``.
+        accelerators: Accelerator ids the site's workers are pinned to (one worker each).
+        working_dir: Where the site's engine and tasks write files; defaults to
+            ``<run-dir>/sites/<name>``.
+        worker_init: Shell lines run before the workers start (local backend).
+        endpoint_id: Globus Compute endpoint UUID (globus backend).
+        user_endpoint_config: Values for the endpoint's user config template (globus backend).
+        resource_specification: Per-task resources passed to the endpoint (globus backend).
+        http_timeout: Seconds before a call to the Globus service is given up (globus backend).
+        description: Free text shown by ``orch sites list``.
+
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
+    kind: SiteKind
+    backend: SiteBackend
+    capacity: PositiveInt
+    max_in_flight: PositiveInt | None = None
+    accelerators: list[str] = Field(default_factory=list)
+    working_dir: Path | None = None
+    worker_init: str = ""
+    endpoint_id: uuid.UUID | None = None
+    user_endpoint_config: dict[str, Any] = Field(default_factory=dict)
+    resource_specification: dict[str, Any] = Field(default_factory=dict)
+    http_timeout: float = Field(default=15.0, gt=0, le=600)
+    description: str = ""
+
+    @field_validator("capacity", "max_in_flight", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        """Reject ``true``/``false``, which pydantic would otherwise read as 1/0."""
+        if isinstance(value, bool):
+            raise PydanticCustomError("int_type", "Input should be a valid integer")
+        return value
+
+    @field_validator("accelerators", mode="before")
+    @classmethod
+    def _accelerator_ids(cls, value: Any) -> Any:
+        """Accept integer ids (``[0, 1]``) as strings; reject empty and repeated ids."""
+        if not isinstance(value, list):
+            return value
+        ids = [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        texts = [v for v in ids if isinstance(v, str)]
+        if any(not v.strip() for v in texts):
+            raise PydanticCustomError("accelerator_empty", "an accelerator id is empty")
+        repeated = sorted({v for v in texts if texts.count(v) > 1})
+        if repeated:
+            raise PydanticCustomError(
+                "accelerator_repeated", "id {ids} is listed twice", {"ids": ", ".join(repeated)}
+            )
+        return ids
+
+    @model_validator(mode="after")
+    def _check_backend_rules(self) -> SiteConfig:
+        """Apply the rules that involve more than one field (see the class docstring)."""
+        if self.backend == "globus":
+            if self.endpoint_id is None:
+                raise _rule(
+                    "endpoint_id",
+                    "required for backend 'globus'",
+                    "add `endpoint_id: <uuid>` (see `globus-compute-endpoint list`)",
+                )
+            if self.worker_init:
+                raise _rule(
+                    "worker_init",
+                    "only used by backend 'local'",
+                    "remove it and put worker setup in the endpoint's own config or in "
+                    "user_endpoint_config",
+                )
+        else:
+            for field in _GLOBUS_ONLY:
+                if getattr(self, field):
+                    raise _rule(
+                        field,
+                        "only used by backend 'globus'",
+                        "remove it, or set `backend: globus` for a remote endpoint",
+                    )
+            if self.accelerators and self.capacity > len(self.accelerators):
+                raise _rule(
+                    "capacity",
+                    f"{self.capacity} is more than the {len(self.accelerators)} accelerator(s) "
+                    "listed (one worker per accelerator)",
+                    f"set `capacity: {len(self.accelerators)}` or list more accelerators",
+                )
+        if self.max_in_flight is not None and self.max_in_flight < self.capacity:
+            raise _rule(
+                "max_in_flight",
+                f"{self.max_in_flight} is less than capacity {self.capacity}",
+                f"set it to at least {self.capacity}, or remove it (default 4 x capacity)",
+            )
+        return self
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Most task slots kept at the site at once."""
+        return self.max_in_flight or 4 * self.capacity
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+_FIELDS = list(SiteConfig.model_fields)
+
+_HINTS: dict[str, str] = {
+    "name": "use lower case letters, digits, '-' and '_' (starting with a letter or digit, "
+    "at most 64 characters)",
+    "kind": "use one of: cpu, gpu",
+    "backend": "use one of: local (this machine), globus (a Globus Compute endpoint)",
+    "capacity": "set a whole number >= 1: how many tasks the site runs at once",
+    "max_in_flight": "set a whole number >= capacity, or remove it (default 4 x capacity)",
+    "accelerators": 'give a list of distinct accelerator ids, e.g. ["0", "1"]',
+    "working_dir": "give a directory path, or remove it (default <run-dir>/sites/<name>)",
+    "worker_init": "give the shell lines as one string (use `|` for several lines)",
+    "endpoint_id": "copy the endpoint's UUID from `globus-compute-endpoint list`",
+    "user_endpoint_config": "give a mapping of template variable: value",
+    "resource_specification": "give a mapping, e.g. {num_nodes: 1}",
+    "http_timeout": "set a number of seconds, > 0 and <= 600",
+    "description": "give a line of text (quote it if it contains ':' or '#')",
+}
+
+_MISSING_HINTS: dict[str, str] = {
+    "kind": "add `kind: cpu` or `kind: gpu`",
+    "backend": "add `backend: local` (this machine) or `backend: globus` (a remote endpoint)",
+    "capacity": "add `capacity: N`, the number of tasks the site runs at once",
+}
+
+
+_RANGE: dict[str, tuple[str, str]] = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
+
+_SHAPES: dict[str, str] = {
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "string_type": "text",
+    "path_type": "a path",
+}
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping gives the same key twice (PyYAML would silently keep the last)."""
+
+    def __init__(self, key: str, first: yaml.Mark, second: yaml.Mark) -> None:
+        super().__init__(None, None, f"duplicate key {key!r}", second)
+        self.key, self.first_line, self.second_line = key, first.line + 1, second.line + 1
+
+
+class _SiteLoader(yaml.SafeLoader):
+    """Safe YAML loader that rejects repeated keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        """Build a mapping, raising on a key given twice."""
+        seen: dict[str, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = str(key_node.value)
+                if key in seen:
+                    raise _DuplicateKeyError(key, seen[key], key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(path: Path, error: ValidationError, name_from_stem: bool) -> str:
+    """Turn the most useful error of a ValidationError into one ``file: field: ...`` line."""
+    errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    kind, ctx, value = first["type"], first.get("ctx") or {}, first.get("input")
+    loc = tuple(first["loc"])
+    if kind == "site_rule":
+        field, problem, hint = str(ctx["field"]), str(ctx["problem"]), str(ctx["hint"])
+    else:
+        field = _field_path(loc) or "(site)"
+        top = str(loc[0]) if loc else ""
+        hint = _HINTS.get(top, "see the annotated files in sites/examples/")
+        if kind == "extra_forbidden":
+            close = difflib.get_close_matches(top, _FIELDS, n=1, cutoff=0.6)
+            problem = "unknown field"
+            hint = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else f"remove it; valid fields: {', '.join(_FIELDS)}"
+            )
+        elif kind == "missing":
+            problem = "required field is missing"
+            hint = _MISSING_HINTS.get(top, hint)
+        elif kind == "literal_error":
+            problem = f"{_show(value)} is not allowed"
+        elif kind == "string_pattern_mismatch":
+            problem = f"{_show(value)} has characters that are not allowed"
+            if top == "name" and name_from_stem:
+                problem += " (taken from the file name)"
+                hint += "; add a `name:` line or rename the file"
+        elif kind in _RANGE:
+            key, op = _RANGE[kind]
+            bound = ctx.get(key)
+            if isinstance(bound, float) and bound.is_integer():
+                bound = int(bound)
+            problem = f"{_show(value)} is out of range (must be {op} {bound})"
+        elif kind in ("int_parsing", "int_type", "int_from_float"):
+            problem = f"must be a whole number, got {_show(value)}"
+        elif kind in ("float_parsing", "float_type"):
+            problem = f"must be a number, got {_show(value)}"
+        elif kind in ("uuid_parsing", "uuid_type"):
+            problem = f"{_show(value)} is not a UUID"
+        elif kind in _SHAPES:
+            problem = f"must be {_SHAPES[kind]}, got {_show(value)}"
+        elif kind.startswith("accelerator_"):
+            problem = first["msg"]
+        else:
+            problem = f"{first['msg']} (got {_show(value)})"
+    more = f" (+{len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return _one_line(f"{path}: {field}: {problem}; {hint}{more}")
+
+
+def find_site_files(directory: Path | str) -> list[Path]:
+    """List the site files directly in ``directory``, sorted by file name.
+
+    Only regular ``*.yaml``/``*.yml`` files are listed; sub-folders (such as ``examples/``)
+    and hidden files (names starting with '.') are skipped.
+
+    Args:
+        directory: The sites folder.
+
+    Returns:
+        The site files, possibly none.
+
+    Raises:
+        ConfigError: ``directory`` does not exist or is not a directory.
+
+    """
+    folder = Path(directory)
+    if not folder.exists():
+        raise ConfigError(
+            f"{folder}: sites directory not found; pass the folder that holds the site YAML "
+            "files, e.g. --sites sites/"
+        )
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{folder}: is a file, not a directory; pass the folder that holds the site files "
+            f"(e.g. --sites {folder.parent}/)"
+        )
+    return sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in SITE_FILE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        ),
+        key=lambda p: p.name,
+    )
+
+
+def load_site_file(path: Path | str) -> SiteConfig:
+    """Load and validate one site file; ``name`` defaults to the file's stem.
+
+    Args:
+        path: A ``*.yaml``/``*.yml`` site file.
+
+    Returns:
+        The validated site.
+
+    Raises:
+        ConfigError: One line naming the file (and field) at fault and what to do.
+
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            _one_line(
+                f"{path}: cannot read the file ({reason}); check it exists, is "
+                "readable and is UTF-8 text"
+            )
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_SiteLoader)  # _SiteLoader is a SafeLoader
+    except _DuplicateKeyError as exc:
+        raise ConfigError(
+            f"{path}: {exc.key}: given twice (lines {exc.first_line} and {exc.second_line}); "
+            "keep one of them"
+        ) from None
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        if context and problem.startswith("but "):
+            problem = f"{context} {problem}"  # e.g. "expected a single document ... but found"
+        raise ConfigError(
+            _one_line(
+                f"{path}: invalid YAML{where}: {problem}; fix the syntax there (indent with "
+                "spaces, quote values that contain ': ' or ' #')"
+            )
+        ) from None
+    if data is None:
+        raise ConfigError(
+            f"{path}: file is empty; describe the site with `field: value` lines (kind, "
+            "backend, capacity, ...) or delete the file"
+        )
+    if not isinstance(data, dict):
+        shape = "a list" if isinstance(data, list) else f"a single value ({_show(data, 30)})"
+        raise ConfigError(
+            f"{path}: top level is {shape}, not a mapping; write one `field: value` per line, "
+            "one site per file"
+        )
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"{path}: {_show(key)}: field names must be text; use a field name such as "
+                "kind, backend or capacity"
+            )
+    name_from_stem = "name" not in data
+    if name_from_stem:
+        data = {"name": path.stem, **data}
+    try:
+        return SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(path, exc, name_from_stem)) from None
+
+
+def load_sites(directory: Path | str) -> list[SiteConfig]:
+    """Load every ``*.yaml``/``*.yml`` file directly in ``directory`` (not sub-folders).
+
+    Files are read in file-name order; a site's ``name`` defaults to its file's stem.
+
+    Args:
+        directory: The sites folder, e.g. ``Path("sites")``.
+
+    Returns:
+        The sites, in file-name order.
+
+    Raises:
+        ConfigError: One line naming the file and field at fault and what to do: the folder is
+            missing or holds no site file, a file is invalid, or two files use the same name.
+
+    """
+    folder = Path(directory)
+    files = find_site_files(folder)
+    if not files:
+        raise ConfigError(
+            f"{folder}: no *.yaml or *.yml site files here (sub-folders are not read); add one, "
+            "e.g. copy sites/local-cpu.yaml, or pass the folder that holds them"
+        )
+    sites: list[SiteConfig] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        site = load_site_file(path)
+        if site.name in seen:
+            raise ConfigError(
+                f"{path}: name: {site.name!r} is already used by {seen[site.name]}; give each "
+                "site a unique name"
+            )
+        seen[site.name] = path
+        sites.append(site)
+    return sites
