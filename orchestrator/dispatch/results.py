@@ -49,6 +49,11 @@ class ResultsWriter:
                     break
             touched = set()
             for entry in batch:
+                if isinstance(entry, threading.Event):
+                    for handle in self._files.values():
+                        handle.flush()
+                    entry.set()
+                    continue
                 if entry is _STOP:
                     for handle in self._files.values():
                         handle.flush()
@@ -65,6 +70,14 @@ class ResultsWriter:
                     logger.exception("could not write result %s", entry.task_id)
             for topic in touched:
                 self._files[topic].flush()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is written; False if ``timeout`` passed."""
+        if not self._thread.is_alive():
+            return True
+        marker = threading.Event()
+        self._queue.put(marker)
+        return marker.wait(timeout)
 
     def close(self) -> None:
         """Write everything queued so far, then close the files."""

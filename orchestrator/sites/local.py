@@ -23,7 +23,7 @@ from globus_compute_endpoint.engines.base import GCFuture
 from globus_compute_sdk.serialize import ComputeSerializer
 from parsl.providers import LocalProvider
 
-from orchestrator.apps.runtime import run_task
+from orchestrator.apps.runtime import TaskWrapper
 from orchestrator.config.sites import SiteConfig
 from orchestrator.exceptions import SiteUnavailableError
 from orchestrator.sites.base import Outcome, Site
@@ -31,18 +31,30 @@ from orchestrator.sites.base import Outcome, Site
 logger = logging.getLogger(__name__)
 
 _SERIALIZER = ComputeSerializer()
-_PACKED_RUN_TASK = _SERIALIZER.serialize(run_task)
-_PACKED_NO_KWARGS = _SERIALIZER.serialize({})
+_PACKED_EMPTY = {(): _SERIALIZER.serialize(()), "{}": _SERIALIZER.serialize({})}
+_PACKED_FUNCTIONS: dict[Callable[..., Any], str] = {}
+
+
+def _packed_wrapper(fn: Callable[..., Any]) -> str:
+    """The serialized ``TaskWrapper(fn)``, made once per function."""
+    packed = _PACKED_FUNCTIONS.get(fn)
+    if packed is None:
+        packed = _PACKED_FUNCTIONS[fn] = _SERIALIZER.serialize(TaskWrapper(fn))
+    return packed
 
 
 def pack_call(task_id: uuid.UUID, fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
-    """Pack ``run_task(fn, args, kwargs)`` as the SDK packs a task for an endpoint.
+    """Pack ``TaskWrapper(fn)(*args, **kwargs)`` as the SDK packs a task for an endpoint.
 
     Returns:
         The messagepack ``Task`` bytes an endpoint's engine receives.
     """
     buffer = _SERIALIZER.pack_buffers(
-        [_PACKED_RUN_TASK, _SERIALIZER.serialize((fn, args, kwargs)), _PACKED_NO_KWARGS]
+        [
+            _packed_wrapper(fn),
+            _SERIALIZER.serialize(args) if args else _PACKED_EMPTY[()],
+            _SERIALIZER.serialize(kwargs) if kwargs else _PACKED_EMPTY["{}"],
+        ]
     )
     return messagepack.pack(PackedTask(task_id=task_id, task_buffer=buffer))
 

@@ -1,0 +1,35 @@
+"""Functions the tests run on real workers (imported there by module name from tests/)."""
+
+import os
+from pathlib import Path
+
+
+def square(x: float) -> float:
+    return x * x
+
+
+def add(a: float, b: float = 0.0) -> float:
+    return a + b
+
+
+def fail_always(message: str) -> None:
+    raise ValueError(message)
+
+
+def gpu_visible() -> str | None:
+    """What a GPU task sees: the accelerator its worker was pinned to."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def fail_first(counter: str, failures: int) -> int:
+    """Fail the first ``failures`` calls (counted in a file), then return the call number."""
+    path = Path(counter)
+    calls = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(calls))
+    if calls <= failures:
+        raise RuntimeError(f"call {calls} fails on purpose")
+    return calls
+
+
+def halve(y: float) -> float:
+    return y / 2 + 1

@@ -1,0 +1,39 @@
+"""Shared fixtures: the no-leftover-process guard and a session on both local sites."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+
+TESTS_DIR = Path(__file__).parent
+REPO = TESTS_DIR.parent
+ENGINE_MARKERS = ("process_worker_pool", "interchange.py", "globus-compute-endpoint python-exec")
+
+
+def engine_processes() -> list[psutil.Process]:
+    """Engine processes (interchanges, worker pools, workers) alive on this machine."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or ())
+        if any(marker in cmd for marker in ENGINE_MARKERS) and proc.pid != os.getpid():
+            found.append(proc)
+    return found
+
+
+def assert_no_new_engine_processes(before: set[int], grace: float = 15.0) -> None:
+    """Fail if engine processes started after ``before`` are still alive after ``grace`` s."""
+    new = [p for p in engine_processes() if p.pid not in before]
+    _, alive = psutil.wait_procs(new, timeout=grace)
+    leftover = [" ".join(p.cmdline())[:120] for p in alive if p.is_running()]
+    assert not leftover, f"engine processes left over: {leftover}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_processes():
+    """The whole suite must leave no engine process behind."""
+    before = {p.pid for p in engine_processes()}
+    yield
+    assert_no_new_engine_processes(before)
