@@ -12,7 +12,7 @@ import random
 import numpy as np
 
 
-def simulate(x: float, y: float, cost: int = 20_000) -> float:
+def simulate(x: float, y: float, cost: int = 300_000) -> float:
     """Evaluate the demo objective at (x, y), spending a little CPU like a real code would.
 
     Args:

@@ -39,6 +39,7 @@ class DemoCampaign(BaseThinker):
     """Minimize a 2-D objective, steering random search with a surrogate trained on a GPU site."""
 
     methods = [Method(simulate, kind="cpu"), Method(fit_and_rank, kind="gpu")]
+    topics = ["simulate", "train"]
     Options = DemoOptions
 
     def __init__(self, queues, options: DemoOptions | None = None, run_dir: Path | None = None):  # type: ignore[no-untyped-def]
@@ -100,6 +101,7 @@ class DemoCampaign(BaseThinker):
     @event_responder(event_name="retrain")
     def retrain_surrogate(self) -> None:
         """Fit the surrogate on a GPU site and queue its best candidates."""
+        self.retrain.clear()  # a batch completing during this fit asks for the next one
         with self.lock:
             points, values = list(self.points), list(self.values)
         self.queues.send_inputs(
