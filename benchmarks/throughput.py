@@ -127,8 +127,10 @@ def main() -> None:
         dispatcher.close()
         site.shutdown()
 
-    print(f"\nno-op tasks, local HTEX site, {args.workers} workers, {args.tasks} tasks x "
-          f"{args.rounds} rounds (medians)\n")
+    print(
+        f"\nno-op tasks, local HTEX site, {args.workers} workers, {args.tasks} tasks x "
+        f"{args.rounds} rounds (medians)\n"
+    )
     header = (
         f"{'in flight':>9} | {'raw tasks/s':>11} | {'orch tasks/s':>12} | {'orch/raw':>8} | "
         f"{'decision median ms':>18} | {'decision p99 ms':>15}"

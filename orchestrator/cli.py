@@ -23,7 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-sites_app = typer.Typer(help="Inspect and check site descriptions (sites/*.yaml).", no_args_is_help=True)
+sites_app = typer.Typer(
+    help="Inspect and check site descriptions (sites/*.yaml).", no_args_is_help=True
+)
 app.add_typer(sites_app, name="sites")
 
 out = Console()
@@ -56,9 +58,7 @@ def sites_list(sites: SitesOption = Path("sites")) -> None:
         table.add_column(column)
     for c in configs:
         where = str(c.endpoint_id) if c.backend == "globus" else "this machine"
-        table.add_row(
-            c.name, c.kind, c.backend, str(c.capacity), str(c.in_flight_limit), where
-        )
+        table.add_row(c.name, c.kind, c.backend, str(c.capacity), str(c.in_flight_limit), where)
     out.print(table)
 
 
@@ -139,9 +139,9 @@ def launch(
         out.print(summary.summary, highlight=False, soft_wrap=True)
     out.print(f"run dir: {run_dir}  ({summary.seconds:.1f} s)", highlight=False, soft_wrap=True)
     if summary.agent_errors:
-        for name, exc in summary.agent_errors:
+        for name, error in summary.agent_errors:
             err.print(
-                f"[bold red]agent {name} failed:[/bold red] {type(exc).__name__}: {exc} "
+                f"[bold red]agent {name} failed:[/bold red] {type(error).__name__}: {error} "
                 f"(traceback in {run_dir / 'orch.log'})",
                 highlight=False,
                 soft_wrap=True,

@@ -122,9 +122,7 @@ def parse_options(cls: type, pairs: Sequence[str]) -> BaseModel | None:
     options_cls = getattr(cls, "Options", None)
     if options_cls is None:
         if pairs:
-            raise ConfigError(
-                f"campaign {cls.__name__}: takes no options (got {', '.join(pairs)})"
-            )
+            raise ConfigError(f"campaign {cls.__name__}: takes no options (got {', '.join(pairs)})")
         return None
     values: dict[str, str] = {}
     for pair in pairs:
@@ -137,7 +135,8 @@ def parse_options(cls: type, pairs: Sequence[str]) -> BaseModel | None:
             raise ConfigError(f"option {key!r}: unknown for {cls.__name__}; known: {known}")
         values[key] = value
     try:
-        return options_cls.model_validate(values)  # type: ignore[no-any-return]
+        validated: BaseModel = options_cls.model_validate(values)
+        return validated
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "options"
@@ -154,7 +153,9 @@ class Session:
     run_dir: Path
 
 
-def _start_sites(configs: Sequence[SiteConfig], run_dir: Path, extra_paths: list[str]) -> list[Site]:
+def _start_sites(
+    configs: Sequence[SiteConfig], run_dir: Path, extra_paths: list[str]
+) -> list[Site]:
     sites: list[Site] = []
     for config in configs:
         site = make_site(config, run_dir)

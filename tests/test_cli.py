@@ -18,7 +18,7 @@ from orchestrator.cli import app
 
 runner = CliRunner()
 
-GOOD_CAMPAIGN = '''
+GOOD_CAMPAIGN = """
 from orchestrator.dispatch import Method
 from orchestrator.thinker import BaseThinker, agent
 
@@ -35,7 +35,7 @@ class Small(BaseThinker):
 
     def summary(self):
         return f"value={self.value}"
-'''
+"""
 
 
 def orch(*args: str):
@@ -122,8 +122,16 @@ def test_launch_campaign_from_file(tmp_path):
     path.write_text(GOOD_CAMPAIGN)
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "orchestrator.cli", "launch", "--sites", str(REPO / "sites"),
-        f"{path}:Small", "--run-dir", str(run_dir), "--no-progress",
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "launch",
+        "--sites",
+        str(REPO / "sites"),
+        f"{path}:Small",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=200)
     assert done.returncode == 0, done.stderr
@@ -138,13 +146,26 @@ def test_demo_end_to_end(tmp_path):
     before = {p.pid for p in engine_processes()}
     run_dir = tmp_path / "demo"
     cmd = [
-        sys.executable, "-m", "orchestrator.cli", "launch", "--sites", str(REPO / "sites"),
-        "demo", "--run-dir", str(run_dir), "-o", "n_simulations=32", "-o", "batch_size=8",
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "launch",
+        "--sites",
+        str(REPO / "sites"),
+        "demo",
+        "--run-dir",
+        str(run_dir),
+        "-o",
+        "n_simulations=32",
+        "-o",
+        "batch_size=8",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=200)
     assert done.returncode == 0, done.stderr
     assert "best value found" in done.stdout and str(run_dir) in done.stdout.replace("\n", "")
-    sims = [json.loads(x) for x in (run_dir / "results" / "simulate.jsonl").read_text().splitlines()]
+    sims = [
+        json.loads(x) for x in (run_dir / "results" / "simulate.jsonl").read_text().splitlines()
+    ]
     fits = [json.loads(x) for x in (run_dir / "results" / "train.jsonl").read_text().splitlines()]
     assert len(sims) == 32 and all(r["success"] for r in sims)
     assert {r["site"] for r in sims} == {"local-cpu"}
@@ -161,8 +182,18 @@ def test_ctrl_c_stops_every_process(tmp_path):
     before = {p.pid for p in engine_processes()}
     run_dir = tmp_path / "long"
     cmd = [
-        sys.executable, "-m", "orchestrator.cli", "launch", "--sites", str(REPO / "sites"),
-        "demo", "--run-dir", str(run_dir), "--no-progress", "-o", "n_simulations=100000",
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "launch",
+        "--sites",
+        str(REPO / "sites"),
+        "demo",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        "-o",
+        "n_simulations=100000",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = run_dir / "results" / "simulate.jsonl"

@@ -35,11 +35,16 @@ def simulate(x: float, y: float, cost: int = 300_000) -> float:
 
 def _features(points: np.ndarray) -> np.ndarray:
     x, y = points[:, 0], points[:, 1]
-    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y, x**3, y**3, x * x * y, x * y * y]).T
+    return np.stack(
+        [np.ones_like(x), x, y, x * x, x * y, y * y, x**3, y**3, x * x * y, x * y * y]
+    ).T
 
 
 def fit_and_rank(
-    points: list[list[float]], values: list[float], n_candidates: int = 2000, top: int = 8,
+    points: list[list[float]],
+    values: list[float],
+    n_candidates: int = 2000,
+    top: int = 8,
     seed: int = 0,
 ) -> dict:
     """Fit a cubic surrogate to (points, values) and return the most promising new points.

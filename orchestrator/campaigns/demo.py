@@ -20,6 +20,7 @@ from orchestrator.models import Result
 from orchestrator.thinker import (
     BaseThinker,
     ResourceCounter,
+    ThinkerQueues,
     event_responder,
     result_processor,
     task_submitter,
@@ -42,11 +43,15 @@ class DemoCampaign(BaseThinker):
     topics = ["simulate", "train"]
     Options = DemoOptions
 
-    def __init__(self, queues, options: DemoOptions | None = None, run_dir: Path | None = None):  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        queues: ThinkerQueues,
+        options: DemoOptions | None = None,
+        run_dir: Path | None = None,
+    ):
         self.options = options or DemoOptions()
-        super().__init__(
-            queues, ResourceCounter(self.options.parallel, task_types=["simulate"])
-        )
+        self.slots = ResourceCounter(self.options.parallel, task_types=["simulate"])
+        super().__init__(queues, self.slots)
         self.run_dir = run_dir
         self.rng = random.Random(self.options.seed)
         self.retrain = threading.Event()
@@ -60,14 +65,14 @@ class DemoCampaign(BaseThinker):
         self.fits = 0
         self.best: tuple[float, list[float]] | None = None
         # Every slot starts in the simulation pool
-        self.rec.reallocate(None, "simulate", self.options.parallel)
+        self.slots.reallocate(None, "simulate", self.options.parallel)
 
     @task_submitter(task_type="simulate", n_slots=1)
     def submit_simulation(self) -> None:
         """Send the next point: a surrogate candidate if there is one, else a random one."""
         with self.lock:
             if self.submitted >= self.options.n_simulations:
-                self.rec.release("simulate", 1)
+                self.slots.release("simulate", 1)
                 return
             self.submitted += 1
             point = (
@@ -80,7 +85,7 @@ class DemoCampaign(BaseThinker):
     @result_processor(topic="simulate")
     def record_simulation(self, result: Result) -> None:
         """Keep the value, free the slot, and ask for a new fit every ``batch_size`` results."""
-        self.rec.release("simulate", 1)
+        self.slots.release("simulate", 1)
         self.sites[result.site or "?"] += 1
         with self.lock:
             if result.success:

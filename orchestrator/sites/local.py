@@ -144,7 +144,7 @@ class LocalSite(Site):
         task_id = uuid.uuid4()
         packed = pack_call(task_id, fn, args, kwargs)
         future = GCFuture(task_id)
-        future.input_size = len(packed)  # type: ignore[attr-defined]
+        future.input_size = len(packed)
         engine.submit(future, packed, {})
         return future
 
