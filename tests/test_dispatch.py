@@ -1,0 +1,268 @@
+"""Dispatcher placement, backlog, retries and site-down handling on fast thread-pool sites.
+
+These sites run ``run_task`` in a thread pool (the fast unit-test site the design allows);
+the real engine is exercised in test_local_sites.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+
+from orchestrator.apps.runtime import run_task
+from orchestrator.config.sites import SiteConfig
+from orchestrator.dispatch import Dispatcher, Method, MethodRegistry
+from orchestrator.exceptions import ConfigError, SiteUnavailableError
+from orchestrator.models import Result, Task
+from orchestrator.queues import Queues
+from orchestrator.sites.base import Outcome, Site
+
+
+class ThreadSite(Site):
+    """Runs tasks in a thread pool; ``gate`` can hold every task until released."""
+
+    def __init__(self, config, run_dir, gate: threading.Event | None = None):
+        super().__init__(config, run_dir)
+        self.gate = gate
+        self.pool = ThreadPoolExecutor(max_workers=config.capacity)
+        self.submitted = 0
+
+    def start(self):
+        pass
+
+    def submit(self, fn, args, kwargs) -> Future:
+        if self.is_down:
+            raise SiteUnavailableError(self.down_reason)
+        self.submitted += 1
+
+        def call():
+            if self.gate is not None:
+                self.gate.wait(30)
+            return run_task(fn, args, kwargs)
+
+        return self.pool.submit(call)
+
+    def outcome(self, future) -> Outcome:
+        if future.exception() is not None:
+            return Outcome.site_failure("Lost", str(future.exception()))
+        return Outcome.from_worker(future.result(), input_size=None, value_size=None)
+
+    def shutdown(self):
+        if self.gate is not None:
+            self.gate.set()
+        self.pool.shutdown(wait=True)
+
+
+def ident(x):
+    return x
+
+
+def boom(x):
+    raise KeyError(x)
+
+
+def cfg(name, kind="cpu", capacity=2, max_in_flight=None):
+    return SiteConfig(
+        name=name, kind=kind, backend="local", capacity=capacity, max_in_flight=max_in_flight
+    )
+
+
+DEFAULT_METHODS = (Method(ident), Method(boom))
+
+
+@pytest.fixture
+def make(tmp_path):
+    made = []
+
+    def build(sites, methods=DEFAULT_METHODS):
+        queues = Queues({"t"})
+        dispatcher = Dispatcher(sites, MethodRegistry(methods), queues.put_result, tmp_path)
+        queues.attach(dispatcher)
+        made.append((dispatcher, sites))
+        return queues, dispatcher
+
+    yield build
+    for dispatcher, sites in made:
+        for site in sites:
+            site.shutdown()
+        dispatcher.close()
+
+
+def test_tasks_spread_across_sites_of_the_kind(make, tmp_path):
+    gate = threading.Event()
+    a, b = ThreadSite(cfg("a"), tmp_path, gate), ThreadSite(cfg("b"), tmp_path, gate)
+    queues, dispatcher = make([a, b])
+    for i in range(6):
+        queues.send_inputs(i, method="ident", topic="t")
+    # Held at the sites by the gate: placement alternated by load
+    assert (a.submitted, b.submitted) == (3, 3)
+    assert dispatcher.stats["a"].running == 2 and dispatcher.stats["a"].queued == 1
+    gate.set()
+    sites = Counter(queues.get_result("t", timeout=10).site for _ in range(6))
+    assert sites == {"a": 3, "b": 3}
+
+
+def test_capacity_weighted_placement(make, tmp_path):
+    gate = threading.Event()
+    big = ThreadSite(cfg("big", capacity=3), tmp_path, gate)
+    small = ThreadSite(cfg("small", capacity=1), tmp_path, gate)
+    queues, _ = make([big, small])
+    for i in range(8):
+        queues.send_inputs(i, method="ident", topic="t")
+    assert (big.submitted, small.submitted) == (6, 2)
+    gate.set()
+    for _ in range(8):
+        queues.get_result("t", timeout=10)
+
+
+def test_backlog_waits_for_room_then_drains(make, tmp_path):
+    gate = threading.Event()
+    site = ThreadSite(cfg("only", capacity=1, max_in_flight=2), tmp_path, gate)
+    queues, dispatcher = make([site])
+    for i in range(5):
+        queues.send_inputs(i, method="ident", topic="t")
+    assert site.submitted == 2 and dispatcher.waiting("cpu") == 3
+    gate.set()
+    values = sorted(queues.get_result("t", timeout=10).value for _ in range(5))
+    assert values == [0, 1, 2, 3, 4]
+    assert site.submitted == 5 and dispatcher.waiting("cpu") == 0
+
+
+def test_kinds_are_respected(make, tmp_path):
+    cpu, gpu = ThreadSite(cfg("c"), tmp_path), ThreadSite(cfg("g", kind="gpu"), tmp_path)
+    queues, _ = make([cpu, gpu], methods=[Method(ident), Method(boom, kind="gpu")])
+    queues.send_inputs(1, method="ident", topic="t")
+    queues.send_inputs(1, method="boom", topic="t")
+    got = {r.method: r.site for r in (queues.get_result("t", timeout=10) for _ in range(2))}
+    assert got == {"ident": "c", "boom": "g"}
+
+
+def test_missing_kind_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="no site of kind gpu for method.*boom.*kind: gpu"):
+        Dispatcher(
+            [ThreadSite(cfg("c"), tmp_path)],
+            MethodRegistry([Method(ident), Method(boom, kind="gpu")]),
+            lambda r: None,
+            tmp_path,
+        )
+
+
+def test_down_site_gets_no_new_tasks(make, tmp_path):
+    a, b = ThreadSite(cfg("a"), tmp_path), ThreadSite(cfg("b"), tmp_path)
+    queues, dispatcher = make([a, b])
+    a.mark_down("site 'a': unreachable (test)")
+    for i in range(4):
+        queues.send_inputs(i, method="ident", topic="t")
+    results = [queues.get_result("t", timeout=10) for _ in range(4)]
+    assert {r.site for r in results} == {"b"} and all(r.success for r in results)
+    assert dispatcher.stats["a"].down == "site 'a': unreachable (test)"
+
+
+class LosingSite(ThreadSite):
+    """Goes down with its first task: the task comes back as a site failure."""
+
+    def outcome(self, future):
+        self.mark_down("site 'lossy': workers lost")
+        return Outcome.site_failure("WorkerLost", "workers lost")
+
+
+def test_in_flight_task_fails_over_within_retry_budget(make, tmp_path):
+    lossy, good = LosingSite(cfg("lossy"), tmp_path), ThreadSite(cfg("good"), tmp_path)
+    queues, dispatcher = make([lossy, good])
+    dispatcher._last_used["good"] = 10**9  # make the first placement pick 'lossy'
+    queues.send_inputs(7, method="ident", topic="t", max_retries=1)
+    result = queues.get_result("t", timeout=10)
+    assert result.success is True and result.site == "good" and result.retries == 1
+    queues.send_inputs(8, method="ident", topic="t")  # no budget needed: lossy is down
+    assert queues.get_result("t", timeout=10).site == "good"
+
+
+def test_in_flight_task_without_budget_fails_with_reason(make, tmp_path):
+    queues, _ = make([LosingSite(cfg("lossy"), tmp_path)])
+    queues.send_inputs(7, method="ident", topic="t")
+    result = queues.get_result("t", timeout=10)
+    assert result.success is False and result.failure_info.where == "site"
+    assert result.failure_info.message == "workers lost"
+
+
+def test_all_sites_down_fails_tasks_with_reason(make, tmp_path):
+    gate = threading.Event()
+    site = ThreadSite(cfg("only", capacity=1, max_in_flight=1), tmp_path, gate)
+    queues, dispatcher = make([site])
+    queues.send_inputs(1, method="ident", topic="t")
+    queues.send_inputs(2, method="ident", topic="t")  # waits in the backlog
+    site.mark_down("site 'only': service unreachable")
+    waiting = queues.get_result("t", timeout=10)
+    assert waiting.success is False and waiting.args == (2,)
+    assert "no cpu site is up: site 'only': service unreachable" in waiting.failure_info.message
+    queues.send_inputs(3, method="ident", topic="t")
+    later = queues.get_result("t", timeout=10)
+    assert later.success is False and "service unreachable" in later.failure_info.message
+    gate.set()
+    first = queues.get_result("t", timeout=10)
+    assert first.args == (1,)
+
+
+def test_failed_task_retried_then_reported(make, tmp_path):
+    queues, dispatcher = make([ThreadSite(cfg("a"), tmp_path)])
+    seen: list[str] = []
+    dispatcher.listeners.append(lambda state, task, site: seen.append(state))
+    queues.send_inputs("k", method="boom", topic="t", max_retries=2)
+    result = queues.get_result("t", timeout=10)
+    assert result.success is False and result.retries == 2
+    assert result.failure_info.exception_type == "builtins.KeyError"
+    assert seen == [
+        "submitted",
+        "sent",
+        "retried",
+        "sent",
+        "retried",
+        "sent",
+        "failed",
+        "received",
+    ]
+    assert dispatcher.stats["a"].failed == 3
+
+
+def test_method_default_retries(make, tmp_path):
+    queues, _ = make([ThreadSite(cfg("a"), tmp_path)], methods=[Method(boom, max_retries=1)])
+    queues.send_inputs("k", method="boom", topic="t")
+    assert queues.get_result("t", timeout=10).retries == 1
+
+
+def test_results_writer_appends_json_lines(make, tmp_path):
+    queues, dispatcher = make([ThreadSite(cfg("a"), tmp_path)])
+    for i in range(3):
+        queues.send_inputs(i, method="ident", topic="t")
+    for _ in range(3):
+        queues.get_result("t", timeout=10)
+    assert dispatcher.results.flush(timeout=10)
+    lines = (tmp_path / "results" / "t.jsonl").read_text().splitlines()
+    records = [Result.model_validate_json(line) for line in lines]
+    assert sorted(r.value for r in records) == [0, 1, 2]
+    assert all(r.timestamps.received is not None for r in records)
+
+
+def test_undelivered_results_written_at_close(tmp_path):
+    site = ThreadSite(cfg("a"), tmp_path)
+    queues = Queues({"t"})
+    dispatcher = Dispatcher([site], MethodRegistry([Method(ident)]), queues.put_result, tmp_path)
+    queues.attach(dispatcher)
+    queues.send_inputs(5, method="ident", topic="t")
+    site.shutdown()  # waits for the task, whose result now sits in the topic queue
+    dispatcher.undelivered(queues.drain())
+    dispatcher.close()
+    record = Result.model_validate_json((tmp_path / "results" / "t.jsonl").read_text())
+    assert record.value == 5 and record.timestamps.received is None
+
+
+def test_send_after_close_is_refused(tmp_path):
+    site = ThreadSite(cfg("a"), tmp_path)
+    dispatcher = Dispatcher([site], MethodRegistry([Method(ident)]), lambda r: None, tmp_path)
+    dispatcher.close()
+    with pytest.raises(SiteUnavailableError, match="shutting down"):
+        dispatcher.submit(Task(method="ident", topic="t", args=(1,), kwargs={}))
+    site.shutdown()
