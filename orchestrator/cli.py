@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.config.sites import SiteConfig, load_sites
-from orchestrator.exceptions import ConfigError
+from orchestrator.exceptions import ConfigError, UnknownMethodError, UnknownTopicError
 
 app = typer.Typer(
     name="orch",
@@ -100,7 +100,8 @@ def launch(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to stderr too.")] = False,
 ) -> None:
     """Run a campaign across the sites in --sites."""
-    from orchestrator.runner import load_campaign, parse_options, run_campaign
+    from orchestrator.config.campaign import parse_options
+    from orchestrator.runner import load_campaign, run_campaign
 
     configs = _load(sites)
     try:
@@ -140,6 +141,8 @@ def launch(
     out.print(f"run dir: {run_dir}  ({summary.seconds:.1f} s)", highlight=False, soft_wrap=True)
     if summary.agent_errors:
         for name, error in summary.agent_errors:
+            if isinstance(error, UnknownMethodError | UnknownTopicError):
+                fail(f"agent {name}: {error}")
             err.print(
                 f"[bold red]agent {name} failed:[/bold red] {type(error).__name__}: {error} "
                 f"(traceback in {run_dir / 'orch.log'})",

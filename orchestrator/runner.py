@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from orchestrator.campaigns import BUILTIN_CAMPAIGNS
 from orchestrator.config.sites import SiteConfig
@@ -111,36 +111,6 @@ def campaign_topics(cls: type, methods: MethodRegistry) -> set[str]:
         if isinstance(topic, str):
             topics.add(topic)
     return topics
-
-
-def parse_options(cls: type, pairs: Sequence[str]) -> BaseModel | None:
-    """Build the campaign's ``Options`` from ``key=value`` strings.
-
-    Raises:
-        ConfigError: a pair is malformed, names an unknown option or has a bad value.
-    """
-    options_cls = getattr(cls, "Options", None)
-    if options_cls is None:
-        if pairs:
-            raise ConfigError(f"campaign {cls.__name__}: takes no options (got {', '.join(pairs)})")
-        return None
-    values: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"option {pair!r}: write it as key=value, e.g. -o n_tasks=10")
-        if key not in options_cls.model_fields:
-            known = ", ".join(options_cls.model_fields)
-            raise ConfigError(f"option {key!r}: unknown for {cls.__name__}; known: {known}")
-        values[key] = value
-    try:
-        validated: BaseModel = options_cls.model_validate(values)
-        return validated
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "options"
-        raise ConfigError(f"option {where}: {err['msg']} (got {err.get('input')!r})") from None
 
 
 @dataclass

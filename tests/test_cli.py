@@ -213,3 +213,30 @@ def test_ctrl_c_stops_every_process(tmp_path):
 def test_console_script_installed():
     bindir = Path(sys.executable).parent
     assert (bindir / "orch").exists() or os.environ.get("CI_NO_SCRIPT")
+
+
+TYPO_CAMPAIGN = GOOD_CAMPAIGN.replace('method="double"', 'method="dubble"')
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_launch_campaign_calling_unknown_method(tmp_path):
+    path = tmp_path / "camp_typo.py"
+    path.write_text(TYPO_CAMPAIGN)
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "launch",
+        "--sites",
+        str(REPO / "sites"),
+        f"{path}:Small",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=200)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: agent go: unknown method 'dubble'; this campaign registers: double"]
