@@ -16,18 +16,29 @@ ENGINE_MARKERS = ("process_worker_pool", "interchange.py", "globus-compute-endpo
 def engine_processes() -> list[psutil.Process]:
     """Engine processes (interchanges, worker pools, workers) alive on this machine."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue  # exited, awaiting its parent's wait(): nothing left running
         cmd = " ".join(proc.info["cmdline"] or ())
         if any(marker in cmd for marker in ENGINE_MARKERS) and proc.pid != os.getpid():
             found.append(proc)
     return found
 
 
+def _describe(proc: psutil.Process) -> str | None:
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return " ".join(proc.cmdline())[:120]
+    except psutil.Error:  # gone meanwhile
+        return None
+
+
 def assert_no_new_engine_processes(before: set[int], grace: float = 15.0) -> None:
     """Fail if engine processes started after ``before`` are still alive after ``grace`` s."""
     new = [p for p in engine_processes() if p.pid not in before]
     _, alive = psutil.wait_procs(new, timeout=grace)
-    leftover = [" ".join(p.cmdline())[:120] for p in alive if p.is_running()]
+    leftover = [d for d in map(_describe, alive) if d is not None]
     assert not leftover, f"engine processes left over: {leftover}"
 
 

@@ -72,8 +72,7 @@ class DemoCampaign(BaseThinker):
         """Send the next point: a surrogate candidate if there is one, else a random one."""
         with self.lock:
             if self.submitted >= self.options.n_simulations:
-                self.slots.release("simulate", 1)
-                return
+                return  # keep the slot: the submitter then blocks until the campaign ends
             self.submitted += 1
             point = (
                 self.candidates.popleft()
@@ -105,22 +104,30 @@ class DemoCampaign(BaseThinker):
 
     @event_responder(event_name="retrain")
     def retrain_surrogate(self) -> None:
-        """Fit the surrogate on a GPU site and queue its best candidates."""
-        self.retrain.clear()  # a batch completing during this fit asks for the next one
-        with self.lock:
-            points, values = list(self.points), list(self.values)
-        self.queues.send_inputs(
-            points, values, method="fit_and_rank", topic="train", seed=self.rng.randrange(2**31)
-        )
-        result = self.queues.get_result(topic="train")
-        self.sites[result.site or "?"] += 1
-        if result.success:
+        """Fit the surrogate on a GPU site and queue its best candidates.
+
+        Fits again before returning while a full batch of new results arrived during the
+        last fit (the event is cleared only after this returns, so those sets would be lost).
+        """
+        trained_on = -1
+        while not self.done.is_set():
+            with self.lock:
+                if len(self.values) - max(trained_on, 0) < self.options.batch_size:
+                    if trained_on >= 0:
+                        return
+                points, values = list(self.points), list(self.values)
+            trained_on = len(values)
+            seed = self.rng.randrange(2**31)
+            self.queues.send_inputs(points, values, method="fit_and_rank", topic="train", seed=seed)
+            result = self.queues.get_result(topic="train")
+            self.sites[result.site or "?"] += 1
+            if not result.success:
+                self.logger.warning("surrogate fit failed: %s", result.failure_info)
+                return
             self.fits += 1
             with self.lock:
                 self.candidates.clear()
                 self.candidates.extend(tuple(c) for c in result.value["candidates"])
-        else:
-            self.logger.warning("surrogate fit failed: %s", result.failure_info)
 
     def summary(self) -> str:
         """One paragraph: tasks per site, best value found, number of fits."""
