@@ -128,10 +128,7 @@ def _start_sites(
 ) -> list[Site]:
     sites: list[Site] = []
     for config in configs:
-        site = make_site(config, run_dir)
-        if extra_paths and hasattr(site, "_extra_paths"):
-            site._extra_paths.extend(extra_paths)
-        sites.append(site)
+        sites.append(make_site(config, run_dir, extra_paths))
     errors: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, len(sites))) as pool:
         futures = {pool.submit(site.start): site for site in sites}
@@ -174,7 +171,7 @@ def open_session(
         yield Session(queues=queues, dispatcher=dispatcher, sites=sites, run_dir=run_dir)
     finally:
         if dispatcher is not None:
-            dispatcher._closed = True
+            dispatcher.stop_accepting()
         for site in sites:
             site.shutdown()
         if dispatcher is not None:

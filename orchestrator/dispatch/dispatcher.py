@@ -273,9 +273,13 @@ class Dispatcher:
         for task in orphans:
             self._finish(task, None, self._no_site_outcome(site.kind))
 
+    def stop_accepting(self) -> None:
+        """Refuse new tasks and retries from now on (the campaign is ending)."""
+        self._closed = True
+
     def close(self) -> None:
         """Stop accepting tasks and flush the results files (sites are shut down by the owner)."""
-        self._closed = True
+        self.stop_accepting()
         self.results.close()
 
 

@@ -1,5 +1,6 @@
 """Site backends: where tasks run. Each returns futures; the dispatcher never cares which."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.config.sites import SiteConfig
@@ -8,12 +9,19 @@ from orchestrator.sites.base import Outcome, Site
 __all__ = ["Outcome", "Site", "make_site"]
 
 
-def make_site(config: SiteConfig, run_dir: Path) -> Site:
-    """Build the backend object for one site config (imported lazily per backend)."""
+def make_site(config: SiteConfig, run_dir: Path, worker_paths: Sequence[str] = ()) -> Site:
+    """Build the backend object for one site config (imported lazily per backend).
+
+    Args:
+        config: The site's description.
+        run_dir: Campaign directory (default parent of the site's working directory).
+        worker_paths: Folders local workers need on PYTHONPATH to import campaign code;
+            remote sites must have that code installed in their image instead.
+    """
     if config.backend == "local":
         from orchestrator.sites.local import LocalSite
 
-        return LocalSite(config, run_dir)
+        return LocalSite(config, run_dir, extra_paths=list(worker_paths))
     from orchestrator.sites.globus import GlobusSite
 
     return GlobusSite(config, run_dir)
