@@ -129,6 +129,9 @@ def launch(
     except KeyboardInterrupt:
         err.print(f"interrupted: sites stopped; results so far are in {run_dir / 'results'}")
         raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback in the log
+        logging.getLogger("orchestrator.cli").exception("campaign failed")
+        fail(f"{exc} (traceback in {run_dir / 'orch.log'})", code=1)
 
     table = Table(title="tasks per site")
     for column in ("site", "done", "failed"):

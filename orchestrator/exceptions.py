@@ -13,6 +13,10 @@ class ConfigError(OrchError):
     """
 
 
+class CampaignError(OrchError):
+    """The campaign's own code failed outside an agent (e.g. its constructor raised)."""
+
+
 class TimeoutException(OrchError, TimeoutError):
     """``get_result`` waited longer than its timeout (same name as Colmena's)."""
 

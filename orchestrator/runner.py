@@ -33,7 +33,7 @@ from orchestrator.campaigns import BUILTIN_CAMPAIGNS
 from orchestrator.config.sites import SiteConfig
 from orchestrator.dispatch import Dispatcher, MethodRegistry
 from orchestrator.dispatch.dispatcher import check_kinds
-from orchestrator.exceptions import ConfigError
+from orchestrator.exceptions import CampaignError, ConfigError
 from orchestrator.queues import Queues
 from orchestrator.sites import make_site
 from orchestrator.sites.base import Site
@@ -229,7 +229,13 @@ def run_campaign(
     topics = campaign_topics(cls, methods)
     started = time.monotonic()
     with open_session(site_configs, methods, topics, run_dir, extra_paths) as session:
-        thinker = build_thinker(cls, session.queues, options, run_dir)
+        try:
+            thinker = build_thinker(cls, session.queues, options, run_dir)
+        except Exception as exc:
+            logger.exception("constructing %s failed", cls.__name__)
+            raise CampaignError(
+                f"campaign {cls.__name__}: its constructor raised {type(exc).__name__}: {exc}"
+            ) from exc
         display = on_session(session) if on_session else contextlib.nullcontext()
         with display:
             try:

@@ -240,3 +240,40 @@ def test_launch_campaign_calling_unknown_method(tmp_path):
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: agent go: unknown method 'dubble'; this campaign registers: double"]
+
+
+BROKEN_INIT = GOOD_CAMPAIGN.replace(
+    "class Small(BaseThinker):",
+    "class Small(BaseThinker):\n"
+    "    def __init__(self, queues):\n"
+    "        raise ValueError('bad init')\n",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_constructor_error_is_one_line_and_reaps_sites(tmp_path):
+    before = {p.pid for p in engine_processes()}
+    path = tmp_path / "camp_broken.py"
+    path.write_text(BROKEN_INIT)
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "launch",
+        "--sites",
+        str(REPO / "sites"),
+        f"{path}:Small",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=200)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1
+    assert "its constructor raised ValueError: bad init" in errors[0]
+    assert "Traceback" in (run_dir / "orch.log").read_text()
+    assert_no_new_engine_processes(before)
