@@ -42,6 +42,22 @@ def orch(*args: str):
     return runner.invoke(app, list(args))
 
 
+def launch_cmd(campaign: str, run_dir: Path, *extra: str) -> list[str]:
+    """``orch launch`` on the default sites, as a separate process (as users run it)."""
+    return [
+        sys.executable, "-m", "orchestrator.cli", "launch", "--sites", str(REPO / "sites"),
+        campaign, "--run-dir", str(run_dir), *extra,
+    ]  # fmt: skip
+
+
+def launch(
+    campaign: str, run_dir: Path, *extra: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        launch_cmd(campaign, run_dir, *extra), capture_output=True, text=True, timeout=200, cwd=cwd
+    )
+
+
 def one_error_line(result) -> str:
     assert result.exit_code == 2, (result.exit_code, result.output)
     assert "Traceback" not in result.output
@@ -121,19 +137,7 @@ def test_launch_campaign_from_file(tmp_path):
     path = tmp_path / "camp_small.py"
     path.write_text(GOOD_CAMPAIGN)
     run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        "launch",
-        "--sites",
-        str(REPO / "sites"),
-        f"{path}:Small",
-        "--run-dir",
-        str(run_dir),
-        "--no-progress",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=200)
+    done = launch(f"{path}:Small", run_dir, "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "value=42" in done.stdout
     record = json.loads((run_dir / "results" / "double.jsonl").read_text())
@@ -145,22 +149,7 @@ def test_launch_campaign_from_file(tmp_path):
 def test_demo_end_to_end(tmp_path):
     before = {p.pid for p in engine_processes()}
     run_dir = tmp_path / "demo"
-    cmd = [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        "launch",
-        "--sites",
-        str(REPO / "sites"),
-        "demo",
-        "--run-dir",
-        str(run_dir),
-        "-o",
-        "n_simulations=32",
-        "-o",
-        "batch_size=8",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=200)
+    done = launch("demo", run_dir, "-o", "n_simulations=32", "-o", "batch_size=8")
     assert done.returncode == 0, done.stderr
     assert "best value found" in done.stdout and str(run_dir) in done.stdout.replace("\n", "")
     sims = [
@@ -181,20 +170,7 @@ def test_demo_end_to_end(tmp_path):
 def test_ctrl_c_stops_every_process(tmp_path):
     before = {p.pid for p in engine_processes()}
     run_dir = tmp_path / "long"
-    cmd = [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        "launch",
-        "--sites",
-        str(REPO / "sites"),
-        "demo",
-        "--run-dir",
-        str(run_dir),
-        "--no-progress",
-        "-o",
-        "n_simulations=100000",
-    ]
+    cmd = launch_cmd("demo", run_dir, "--no-progress", "-o", "n_simulations=100000")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = run_dir / "results" / "simulate.jsonl"
     deadline = time.monotonic() + 120
@@ -223,19 +199,7 @@ TYPO_CAMPAIGN = GOOD_CAMPAIGN.replace('method="double"', 'method="dubble"')
 def test_launch_campaign_calling_unknown_method(tmp_path):
     path = tmp_path / "camp_typo.py"
     path.write_text(TYPO_CAMPAIGN)
-    cmd = [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        "launch",
-        "--sites",
-        str(REPO / "sites"),
-        f"{path}:Small",
-        "--run-dir",
-        str(tmp_path / "run"),
-        "--no-progress",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=200)
+    done = launch(f"{path}:Small", tmp_path / "run", "--no-progress")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
@@ -257,19 +221,7 @@ def test_constructor_error_is_one_line_and_reaps_sites(tmp_path):
     path = tmp_path / "camp_broken.py"
     path.write_text(BROKEN_INIT)
     run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        "launch",
-        "--sites",
-        str(REPO / "sites"),
-        f"{path}:Small",
-        "--run-dir",
-        str(run_dir),
-        "--no-progress",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=200)
+    done = launch(f"{path}:Small", run_dir, "--no-progress")
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.strip()]
