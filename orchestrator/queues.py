@@ -7,6 +7,7 @@ into the topic's queue through a callback, and ``get_result`` takes it from ther
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ class Queues:
             t: queue.SimpleQueue() for t in self.topics
         }
         self._dispatcher: Dispatcher | None = None
+        self._count_lock = threading.Lock()  # agents send and take from several threads
         self._sent = 0
         self._returned = 0
 
@@ -96,7 +98,8 @@ class Queues:
             resources=resources or {},
             task_info=task_info or {},
         )
-        self._sent += 1
+        with self._count_lock:
+            self._sent += 1
         dispatcher.submit(task)
         return task.task_id
 
@@ -118,7 +121,8 @@ class Queues:
             raise
         except queue.Empty:
             raise TimeoutException(f"no result on topic {topic!r} within {timeout} s") from None
-        self._returned += 1
+        with self._count_lock:
+            self._returned += 1
         if self._dispatcher is not None:
             self._dispatcher.received(result)
         return result

@@ -37,7 +37,7 @@ from orchestrator.exceptions import CampaignError, ConfigError
 from orchestrator.queues import Queues
 from orchestrator.sites import make_site
 from orchestrator.sites.base import Site
-from orchestrator.thinker import BaseThinker
+from orchestrator.thinker import BaseThinker, agent_spec
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +107,9 @@ def campaign_topics(cls: type, methods: MethodRegistry) -> set[str]:
     topics = set(getattr(cls, "topics", ()) or ())
     topics.update(m.name for m in methods)
     for _, member in inspect.getmembers(cls):
-        topic = getattr(member, "_orch_topic", None) or getattr(member, "topic", None)
-        if isinstance(topic, str):
-            topics.add(topic)
+        spec = agent_spec(member)
+        if spec is not None and spec.topic is not None:
+            topics.add(spec.topic)
     return topics
 
 

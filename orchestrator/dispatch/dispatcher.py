@@ -248,11 +248,11 @@ class Dispatcher:
         self._change("done" if outcome.ok else "failed", task, site)
         self._deliver(result)
 
-    def received(self, result: Result, task_view: Task | None = None) -> None:
+    def received(self, result: Result) -> None:
         """Record that the thinker took ``result``; append it to its topic's JSONL file."""
         result.timestamps.received = time.time()
         if self.listeners:
-            self._change("received", task_view or _task_of(result))
+            self._change("received", _task_of(result))
         self.results.write(result)
 
     def undelivered(self, results: Iterable[Result]) -> None:
