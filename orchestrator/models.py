@@ -17,6 +17,14 @@ class FailureInfo(BaseModel):
     message: str = Field(description="str() of the exception")
     traceback: str = Field(default="", description="Tail of the formatted traceback")
     where: str = Field(default="task", description="'task' (the function raised) or 'site'")
+    reason: str | None = Field(
+        default=None,
+        description="Machine-readable class of failure (e.g. 'walltime', 'not_converged'; "
+        "'site_failure' for failures of the site rather than the task)",
+    )
+    details: dict[str, Any] | None = Field(
+        default=None, description="Structured facts about the failure (exit code, output tail...)"
+    )
 
 
 class Timestamps(BaseModel):

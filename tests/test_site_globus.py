@@ -413,7 +413,7 @@ def test_start_requires_an_endpoint_id(tmp_path: Path, creds: Creds) -> None:
 def test_submission_reaches_the_service_as_the_sdk_sends_it(
     make_site: Any, fake: FakeGlobus, creds: Creds
 ) -> None:
-    site = make_site()
+    site = make_site(commands={"lammps": "mpiexec -n 4 lmp"})
     site.start()
     future = site.submit(scale, (3.0,), {"factor": 2.0})
     assert fake.results_url_requested.wait(30), fake.paths()
@@ -456,9 +456,11 @@ def test_submission_reaches_the_service_as_the_sdk_sends_it(
     (payload,) = batch["tasks"][FUNCTION_ID]
     call_args, call_kwargs = decode_buffers(payload)
     assert call_kwargs == {}
-    fn, args, kwargs = call_args
+    fn, args, kwargs, context = call_args
     assert fn is scale
     assert (args, kwargs) == ((3.0,), {"factor": 2.0})
+    # The site's launch commands travel with the task, for simulation wrappers to read.
+    assert context == {"commands": {"lammps": ["mpiexec", "-n", "4", "lmp"]}}
     # What the worker will do with it.
     record = run_task(*call_args)
     assert record["ok"] is True and record["value"] == 6.0

@@ -10,38 +10,64 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 TRACEBACK_TAIL = 4000
 """Characters of a failing task's traceback that are sent back."""
 
+_CONTEXT: ContextVar[Mapping[str, Any] | None] = ContextVar("orch_task_context", default=None)
 
-def run_task(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict:
+
+def task_context() -> Mapping[str, Any]:
+    """What the site running this task passed along (e.g. ``commands``: code → argv)."""
+    return _CONTEXT.get() or {}
+
+
+def run_task(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    context: Mapping[str, Any] | None = None,
+) -> dict:
     """Call ``fn(*args, **kwargs)`` and describe what happened.
 
+    Args:
+        fn: The task's function.
+        args: Positional arguments.
+        kwargs: Keyword arguments.
+        context: Site-specific settings visible to ``fn`` through :func:`task_context`.
+
     Returns:
-        A dict with ``ok``, ``value`` (when ok), ``failure`` (exception type, message and
-        traceback tail, when not ok), ``host``, ``pid``, ``started`` and ``finished``.
-        Failures are returned, not raised, so the worker and its pool survive them.
+        A dict with ``ok``, ``value`` (when ok), ``failure`` (exception type, message,
+        traceback tail, and the exception's ``reason`` and ``details`` attributes when it has
+        them, when not ok), ``host``, ``pid``, ``started`` and ``finished``. Failures are
+        returned, not raised, so the worker and its pool survive them.
     """
     started = time.time()
+    token = _CONTEXT.set(context or {})
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - any task failure becomes a failed result
         kind = type(exc)
+        details = getattr(exc, "details", None)
         return {
             "ok": False,
             "failure": {
                 "exception_type": f"{kind.__module__}.{kind.__qualname__}",
                 "message": str(exc),
                 "traceback": traceback.format_exc()[-TRACEBACK_TAIL:],
+                "reason": str(getattr(exc, "reason", "") or "") or None,
+                "details": details if isinstance(details, dict) else None,
             },
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": started,
             "finished": time.time(),
         }
+    finally:
+        _CONTEXT.reset(token)
     return {
         "ok": True,
         "value": value,
@@ -60,10 +86,11 @@ class TaskWrapper:
     log the function's name.
     """
 
-    def __init__(self, fn: Callable[..., Any]):
+    def __init__(self, fn: Callable[..., Any], context: Mapping[str, Any] | None = None):
         self.fn = fn
+        self.context = dict(context or {})
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict:
         """Run the wrapped function on this worker and describe the outcome."""
-        return run_task(self.fn, args, kwargs)
+        return run_task(self.fn, args, kwargs, self.context)

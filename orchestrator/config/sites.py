@@ -9,6 +9,7 @@ Every problem becomes a :class:`~orchestrator.exceptions.ConfigError` whose mess
 from __future__ import annotations
 
 import difflib
+import shlex
 import uuid
 from collections.abc import Hashable
 from pathlib import Path
@@ -30,6 +31,8 @@ from orchestrator.exceptions import ConfigError
 
 SiteKind = Literal["cpu", "gpu"]
 SiteBackend = Literal["local", "globus"]
+SimulationCode = Literal["cp2k", "lammps", "nwchem", "xtb"]
+
 
 SITE_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -77,6 +80,9 @@ class SiteConfig(BaseModel):
         user_endpoint_config: Values for the endpoint's user config template (globus backend).
         resource_specification: Per-task resources passed to the endpoint (globus backend).
         http_timeout: Seconds before a call to the Globus service is given up (globus backend).
+        commands: How the site launches each simulation code, as the command line that
+            replaces the bare binary: e.g. ``lammps: mpiexec -n 4 lmp`` or
+            ``xtb: apptainer exec /images/sim.sif xtb``. Codes: cp2k, lammps, nwchem, xtb.
         description: Free text shown by ``orch sites list``.
 
     """
@@ -95,7 +101,32 @@ class SiteConfig(BaseModel):
     user_endpoint_config: dict[str, Any] = Field(default_factory=dict)
     resource_specification: dict[str, Any] = Field(default_factory=dict)
     http_timeout: float = Field(default=15.0, gt=0, le=600)
+    commands: dict[SimulationCode, str | list[str]] = Field(default_factory=dict)
     description: str = ""
+
+    @field_validator("commands")
+    @classmethod
+    def _commands_not_empty(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        """Each command must split into at least one word (the program)."""
+        for code, command in value.items():
+            try:
+                words = shlex.split(command) if isinstance(command, str) else command
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    "command_syntax", "{code}: {error}", {"code": code, "error": str(exc)}
+                ) from None
+            if not words or not all(isinstance(w, str) and w for w in words):
+                raise PydanticCustomError(
+                    "command_empty", "{code}: the command is empty", {"code": code}
+                )
+        return value
+
+    def command_argv(self) -> dict[str, list[str]]:
+        """``commands`` as argument lists (strings split as a POSIX shell would)."""
+        return {
+            code: shlex.split(command) if isinstance(command, str) else list(command)
+            for code, command in self.commands.items()
+        }
 
     @field_validator("capacity", "max_in_flight", mode="before")
     @classmethod
@@ -186,6 +217,8 @@ _HINTS: dict[str, str] = {
     "user_endpoint_config": "give a mapping of template variable: value",
     "resource_specification": "give a mapping, e.g. {num_nodes: 1}",
     "http_timeout": "set a number of seconds, > 0 and <= 600",
+    "commands": "map a code (cp2k, lammps, nwchem, xtb) to its launch command, e.g. "
+    "`lammps: mpiexec -n 4 lmp`",
     "description": "give a line of text (quote it if it contains ':' or '#')",
 }
 

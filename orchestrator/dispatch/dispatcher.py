@@ -223,10 +223,13 @@ class Dispatcher:
             else:
                 stats.failed += 1
         if not outcome.ok and task.retries < task.max_retries and not self._closed:
-            task.retries += 1
-            self._change("retried", task, site)
-            self._place_or_hold(task, self.methods.get(task.method).kind)
-            return
+            method = self.methods.get(task.method)
+            reason = (outcome.failure or {}).get("reason")
+            if method.should_retry(reason):
+                task.retries += 1
+                self._change("retried", task, site)
+                self._place_or_hold(task, method.kind)
+                return
         failure = None
         if outcome.failure is not None:
             failure = FailureInfo(**outcome.failure)

@@ -23,6 +23,9 @@ class Method:
         kind: Which kind of site runs it: ``cpu`` or ``gpu``.
         slots: Site slots (workers) one task occupies.
         max_retries: Default retry budget when ``send_inputs`` does not give one.
+        retry_on: Failure reasons worth a retry (``FailureInfo.reason``, e.g.
+            ``{"site_failure"}`` for transient site problems only); ``None`` retries any failure
+            within the budget.
     """
 
     function: Callable[..., Any]
@@ -30,6 +33,7 @@ class Method:
     kind: SiteKindName = "cpu"
     slots: int = 1
     max_retries: int = 0
+    retry_on: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.function):
@@ -46,6 +50,12 @@ class Method:
             raise ConfigError(f"method {self.name}: slots must be >= 1 (got {self.slots})")
         if self.max_retries < 0:
             raise ConfigError(f"method {self.name}: max_retries must be >= 0")
+        if self.retry_on is not None:
+            object.__setattr__(self, "retry_on", frozenset(self.retry_on))
+
+    def should_retry(self, reason: str | None) -> bool:
+        """Whether a failure with ``reason`` is worth a retry of this method."""
+        return self.retry_on is None or (reason is not None and reason in self.retry_on)
 
 
 class MethodRegistry:

@@ -12,6 +12,9 @@ from typing import Any
 
 from orchestrator.config.sites import SiteConfig
 
+SITE_FAILURE = "site_failure"
+"""``reason`` of failures caused by the site (lost worker, unreachable service...), not the task."""
+
 
 @dataclass
 class Outcome:
@@ -23,7 +26,7 @@ class Outcome:
 
     ok: bool
     value: Any = None
-    failure: dict[str, str] | None = None
+    failure: dict[str, Any] | None = None
     host: str | None = None
     pid: int | None = None
     started: float | None = None
@@ -63,6 +66,7 @@ class Outcome:
                 "message": message,
                 "traceback": traceback,
                 "where": "site",
+                "reason": SITE_FAILURE,
             },
             input_size=input_size,
         )
@@ -84,6 +88,10 @@ class Site(ABC):
         self.kind = config.kind
         self.capacity = config.capacity
         self.working_dir = (config.working_dir or run_dir / "sites" / config.name).resolve()
+        self.task_context: dict[str, Any] = (
+            {"commands": config.command_argv()} if config.commands else {}
+        )
+        """What every task at this site sees through ``apps.runtime.task_context()``."""
         self.down_reason: str | None = None
         self._down_listeners: list[Callable[[Site, str], None]] = []
         self._lock = threading.Lock()

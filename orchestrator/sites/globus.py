@@ -400,7 +400,7 @@ class GlobusSite(Site):
             )
         try:
             with self._submit_lock:
-                future = executor.submit(run_task, fn, tuple(args), dict(kwargs))
+                future = executor.submit(run_task, fn, tuple(args), dict(kwargs), self.task_context)
         except Exception as exc:  # noqa: BLE001 - registration/submission failures
             if executor is not self._executor:
                 raise SiteUnavailableError(

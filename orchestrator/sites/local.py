@@ -32,26 +32,31 @@ logger = logging.getLogger(__name__)
 
 _SERIALIZER = ComputeSerializer()
 _PACKED_EMPTY = {(): _SERIALIZER.serialize(()), "{}": _SERIALIZER.serialize({})}
-_PACKED_FUNCTIONS: dict[Callable[..., Any], str] = {}
 
 
-def _packed_wrapper(fn: Callable[..., Any]) -> str:
-    """The serialized ``TaskWrapper(fn)``, made once per function."""
-    packed = _PACKED_FUNCTIONS.get(fn)
-    if packed is None:
-        packed = _PACKED_FUNCTIONS[fn] = _SERIALIZER.serialize(TaskWrapper(fn))
-    return packed
-
-
-def pack_call(task_id: uuid.UUID, fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
+def pack_call(
+    task_id: uuid.UUID,
+    fn: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    packed_function: str | None = None,
+) -> bytes:
     """Pack ``TaskWrapper(fn)(*args, **kwargs)`` as the SDK packs a task for an endpoint.
+
+    Args:
+        task_id: The task's id in the packed message.
+        fn: The task's function.
+        args: Positional arguments.
+        kwargs: Keyword arguments.
+        packed_function: ``serialize(TaskWrapper(fn, context))`` made earlier, to skip
+            serializing the function for every task.
 
     Returns:
         The messagepack ``Task`` bytes an endpoint's engine receives.
     """
     buffer = _SERIALIZER.pack_buffers(
         [
-            _packed_wrapper(fn),
+            packed_function or _SERIALIZER.serialize(TaskWrapper(fn)),
             _SERIALIZER.serialize(args) if args else _PACKED_EMPTY[()],
             _SERIALIZER.serialize(kwargs) if kwargs else _PACKED_EMPTY["{}"],
         ]
@@ -89,6 +94,7 @@ class LocalSite(Site):
         super().__init__(config, run_dir)
         self._extra_paths = list(extra_paths or [])
         self._engine: GlobusComputeEngine | None = None
+        self._packed: dict[Callable[..., Any], str] = {}
         self._endpoint_id = uuid.uuid5(uuid.NAMESPACE_URL, f"orch-local-site:{config.name}")
 
     def _worker_init(self) -> str:
@@ -142,7 +148,11 @@ class LocalSite(Site):
         if engine is None or self.is_down:
             raise SiteUnavailableError(self.down_reason or f"site '{self.name}' is not started")
         task_id = uuid.uuid4()
-        packed = pack_call(task_id, fn, args, kwargs)
+        packed_function = self._packed.get(fn)
+        if packed_function is None:  # once per method: only arguments are serialized per task
+            packed_function = _SERIALIZER.serialize(TaskWrapper(fn, self.task_context))
+            self._packed[fn] = packed_function
+        packed = pack_call(task_id, fn, args, kwargs, packed_function)
         future = GCFuture(task_id)
         future.input_size = len(packed)
         engine.submit(future, packed, {})
