@@ -1,0 +1,320 @@
+"""Running a simulation code on a worker: fresh directory, argv, wall time, failures as data.
+
+Every wrapper in this package follows the same pattern::
+
+    atoms = to_atoms(structure, code="xtb")          # ASE Atoms, or SMILES made 3-D
+    with workdir("xtb", keep=keep) as path:          # fresh directory, kept if the run fails
+        write inputs into path (ASE writers where they exist)
+        run = run_code("xtb", [...], workdir=path, walltime=walltime, default_command=["xtb"])
+        if "[ERROR]" in run.stdout:
+            raise run.failure(CODE_ERROR, "...")     # carries the exit code and output tail
+        return parse(run)
+
+The command that launches a code comes from the site (``commands:`` in its YAML, delivered with
+each task): ``lmp`` on a laptop, ``mpiexec -n 4 lmp`` on a cluster, ``apptainer exec sim.sif
+lmp`` in a container. Only the standard library, numpy, ASE and RDKit are imported here: this
+runs on workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrator.apps.runtime import task_context
+
+# Failure reasons (``SimulationError.reason``, copied to ``Result.failure_info.reason``)
+BINARY_MISSING = "binary_missing"
+"""The code's program is not on PATH (or the site's command names a missing program)."""
+BAD_INPUT = "bad_input"
+"""The inputs were rejected before launching anything."""
+NONZERO_EXIT = "nonzero_exit"
+"""The code exited with a non-zero status and no more specific reason was recognised."""
+CODE_ERROR = "code_error"
+"""The code reported an error of its own (``[ERROR]``/``ERROR:`` lines, unknown basis...)."""
+NOT_CONVERGED = "not_converged"
+"""An SCF or optimisation did not converge (some codes still print an energy)."""
+OUTPUT_MISSING = "output_missing"
+"""An expected output file or line is absent."""
+OUTPUT_UNPARSABLE = "output_unparsable"
+"""Output is there but cannot be read as expected."""
+WALLTIME = "walltime"
+"""The run exceeded its wall time and its whole process group was killed."""
+
+REASONS = (
+    BINARY_MISSING,
+    BAD_INPUT,
+    NONZERO_EXIT,
+    CODE_ERROR,
+    NOT_CONVERGED,
+    OUTPUT_MISSING,
+    OUTPUT_UNPARSABLE,
+    WALLTIME,
+)
+
+Keep = Literal["never", "failed", "always"]
+"""When a run's working directory is kept: never, only when the run failed, or always."""
+
+BASE_ENV = {"OMP_NUM_THREADS": "1", "OMPI_MCA_ess_singleton_isolated": "1"}
+"""Environment for every run: one OpenMP thread unless asked (unset, xtb gets 3-14x slower on
+small machines) and no MPI singleton daemon (saves ~0.1 s per MPI-linked binary)."""
+
+TAIL_LINES = 30
+KILL_GRACE_S = 5.0
+
+
+class SimulationError(Exception):
+    """A simulation failed; ``reason`` says how (one of :data:`REASONS`).
+
+    Attributes:
+        reason: Machine-readable failure class.
+        code: Which code (``xtb``, ``nwchem``, ``cp2k``, ``lammps``).
+        returncode: The process's exit status, when it ran.
+        output_tail: The last lines of its output (stdout, then stderr).
+        workdir: The working directory, when it was kept for inspection.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        code: str,
+        returncode: int | None = None,
+        output_tail: str = "",
+        workdir: str | None = None,
+    ):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.code = code
+        self.returncode = returncode
+        self.output_tail = output_tail
+        self.workdir = workdir
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_error,
+            (
+                self.reason,
+                self.message,
+                self.code,
+                self.returncode,
+                self.output_tail,
+                self.workdir,
+            ),
+        )
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """Structured facts for ``Result.failure_info.details``."""
+        return {
+            "code": self.code,
+            "returncode": self.returncode,
+            "output_tail": self.output_tail,
+            "workdir": self.workdir,
+        }
+
+
+def _rebuild_error(
+    reason: str,
+    message: str,
+    code: str,
+    returncode: int | None,
+    output_tail: str,
+    workdir: str | None,
+) -> SimulationError:
+    return SimulationError(
+        reason, message, code=code, returncode=returncode, output_tail=output_tail, workdir=workdir
+    )
+
+
+def bad_input(code: str, message: str) -> SimulationError:
+    """A :data:`BAD_INPUT` error (raise it before launching anything)."""
+    return SimulationError(BAD_INPUT, message, code=code)
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` lines of ``text``."""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+@dataclass
+class Run:
+    """A finished run of a code."""
+
+    code: str
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    workdir: Path
+    seconds: float
+    files: dict[str, str] = field(default_factory=dict)
+
+    def output_tail(self, lines: int = TAIL_LINES) -> str:
+        """The last lines of stdout, then of stderr."""
+        parts = [tail(self.stdout, lines)]
+        if self.stderr.strip():
+            parts.append("--- stderr ---\n" + tail(self.stderr, lines))
+        return "\n".join(parts)
+
+    def failure(self, reason: str, message: str) -> SimulationError:
+        """A ``SimulationError`` for this run, with its exit status and output tail."""
+        return SimulationError(
+            reason,
+            message,
+            code=self.code,
+            returncode=self.returncode,
+            output_tail=self.output_tail(),
+        )
+
+    def check_exit(self) -> None:
+        """Raise :data:`NONZERO_EXIT` if the code exited with a non-zero status."""
+        if self.returncode != 0:
+            raise self.failure(NONZERO_EXIT, f"exited with status {self.returncode}")
+
+
+def resolve_command(code: str, default: Sequence[str]) -> list[str]:
+    """The argv prefix that launches ``code`` at this site (site ``commands:``, else default)."""
+    commands: Mapping[str, Sequence[str]] = task_context().get("commands") or {}
+    return list(commands.get(code) or default)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate the process and everything it started (its own session), then reap it."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
+
+
+def run_code(
+    code: str,
+    args: Sequence[str],
+    *,
+    workdir: Path,
+    walltime: float,
+    default_command: Sequence[str],
+    threads: int = 1,
+    env: Mapping[str, str] | None = None,
+    stdin_path: Path | None = None,
+) -> Run:
+    """Run ``<site command for code> + args`` in ``workdir`` and wait at most ``walltime`` s.
+
+    The process gets its own session; on timeout (or if the wait is interrupted) the whole
+    process group is terminated, then killed. Output goes to ``orch.stdout``/``orch.stderr`` in
+    the working directory (files, not pipes, so a chatty code cannot block on a full pipe).
+
+    Raises:
+        SimulationError: ``binary_missing`` (the program is not found), ``bad_input`` (a
+            non-positive wall time or thread count), ``walltime`` (killed).
+    """
+    if walltime <= 0:
+        raise bad_input(code, f"walltime must be > 0 seconds (got {walltime})")
+    if threads < 1:
+        raise bad_input(code, f"threads must be >= 1 (got {threads})")
+    argv = resolve_command(code, default_command) + [str(a) for a in args]
+    if shutil.which(argv[0]) is None:
+        raise SimulationError(
+            BINARY_MISSING,
+            f"program {argv[0]!r} not found on PATH; install {code} on the workers, or set "
+            f"'commands: {{{code}: ...}}' in the site's YAML to the command that runs it",
+            code=code,
+        )
+    full_env = {**os.environ, **BASE_ENV, "OMP_NUM_THREADS": str(threads), **(env or {})}
+    out_path, err_path = workdir / "orch.stdout", workdir / "orch.stderr"
+    started = time.monotonic()
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(open(out_path, "wb"))
+        err = files.enter_context(open(err_path, "wb"))
+        stdin = files.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
+        proc = subprocess.Popen(
+            argv,
+            cwd=workdir,
+            stdout=out,
+            stderr=err,
+            stdin=stdin,
+            env=full_env,
+            start_new_session=True,
+        )
+        try:
+            returncode = proc.wait(timeout=walltime)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            run = _finished(code, argv, proc.returncode, out_path, err_path, workdir, started)
+            raise run.failure(
+                WALLTIME, f"exceeded its wall time of {walltime:g} s; process group killed"
+            ) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+    return _finished(code, argv, returncode, out_path, err_path, workdir, started)
+
+
+def _finished(
+    code: str,
+    argv: list[str],
+    returncode: int | None,
+    out_path: Path,
+    err_path: Path,
+    workdir: Path,
+    started: float,
+) -> Run:
+    return Run(
+        code=code,
+        argv=argv,
+        returncode=-1 if returncode is None else returncode,
+        stdout=out_path.read_text(errors="replace"),
+        stderr=err_path.read_text(errors="replace"),
+        workdir=workdir,
+        seconds=time.monotonic() - started,
+    )
+
+
+@contextlib.contextmanager
+def workdir(code: str, keep: Keep = "failed", root: Path | str | None = None) -> Iterator[Path]:
+    """A fresh directory for one run, removed afterwards according to ``keep``.
+
+    Args:
+        code: Name used as the directory's prefix.
+        keep: ``failed`` (default) keeps it only when the block raises; ``never``/``always``.
+        root: Parent directory; default ``$ORCH_SIM_ROOT`` or ``./sim`` (on a site's worker
+            the current directory is the site's working directory).
+
+    A ``SimulationError`` raised in the block gets ``workdir`` set when the directory is kept.
+    """
+    if keep not in ("never", "failed", "always"):
+        raise bad_input(code, f"keep must be 'never', 'failed' or 'always' (got {keep!r})")
+    base = Path(root or os.environ.get("ORCH_SIM_ROOT") or Path.cwd() / "sim")
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{code}-", dir=base)).resolve()
+    try:
+        yield path
+    except BaseException as exc:
+        if keep == "never":
+            shutil.rmtree(path, ignore_errors=True)
+        elif isinstance(exc, SimulationError):
+            exc.workdir = str(path)
+        raise
+    if keep != "always":
+        shutil.rmtree(path, ignore_errors=True)
