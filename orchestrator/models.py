@@ -9,6 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+SITE_FAILURE = "site_failure"
+"""``FailureInfo.reason`` of failures caused by the site (lost worker, unreachable service...),
+not by the task: the transient kind worth a retry elsewhere."""
+
 
 class FailureInfo(BaseModel):
     """Why a task failed."""

@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.sites import SiteConfig
-
-SITE_FAILURE = "site_failure"
-"""``reason`` of failures caused by the site (lost worker, unreachable service...), not the task."""
+from orchestrator.models import SITE_FAILURE
 
 
 @dataclass
