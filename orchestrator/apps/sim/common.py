@@ -165,8 +165,9 @@ class Run:
     files: dict[str, str] = field(default_factory=dict)
 
     def output_tail(self, lines: int = TAIL_LINES) -> str:
-        """The last lines of stdout, then of stderr."""
-        parts = [tail(self.stdout, lines)]
+        """The last lines of each output file read (``files``), of stdout, then of stderr."""
+        parts = [f"--- {name} ---\n{tail(text, lines)}" for name, text in self.files.items()]
+        parts.append(tail(self.stdout, lines))
         if self.stderr.strip():
             parts.append("--- stderr ---\n" + tail(self.stderr, lines))
         return "\n".join(parts)
@@ -218,12 +219,15 @@ def run_code(
     threads: int = 1,
     env: Mapping[str, str] | None = None,
     stdin_path: Path | None = None,
+    output_files: Sequence[str] = (),
 ) -> Run:
     """Run ``<site command for code> + args`` in ``workdir`` and wait at most ``walltime`` s.
 
     The process gets its own session; on timeout (or if the wait is interrupted) the whole
     process group is terminated, then killed. Output goes to ``orch.stdout``/``orch.stderr`` in
     the working directory (files, not pipes, so a chatty code cannot block on a full pipe).
+    Files named in ``output_files`` (relative to ``workdir``; codes that write their log to a
+    file) are read into ``Run.files`` and lead the output tail of any failure.
 
     Raises:
         SimulationError: ``binary_missing`` (the program is not found), ``bad_input`` (a
@@ -261,14 +265,16 @@ def run_code(
             returncode = proc.wait(timeout=walltime)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            run = _finished(code, argv, proc.returncode, out_path, err_path, workdir, started)
+            run = _finished(
+                code, argv, proc.returncode, out_path, err_path, workdir, started, output_files
+            )
             raise run.failure(
                 WALLTIME, f"exceeded its wall time of {walltime:g} s; process group killed"
             ) from None
         except BaseException:
             _kill_group(proc)
             raise
-    return _finished(code, argv, returncode, out_path, err_path, workdir, started)
+    return _finished(code, argv, returncode, out_path, err_path, workdir, started, output_files)
 
 
 def _finished(
@@ -279,7 +285,13 @@ def _finished(
     err_path: Path,
     workdir: Path,
     started: float,
+    output_files: Sequence[str],
 ) -> Run:
+    files = {
+        name: (workdir / name).read_text(errors="replace")
+        for name in output_files
+        if (workdir / name).is_file()
+    }
     return Run(
         code=code,
         argv=argv,
@@ -288,6 +300,7 @@ def _finished(
         stderr=err_path.read_text(errors="replace"),
         workdir=workdir,
         seconds=time.monotonic() - started,
+        files=files,
     )
 
 

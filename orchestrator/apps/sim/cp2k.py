@@ -43,13 +43,10 @@ from orchestrator.apps.sim.common import (
     NOT_CONVERGED,
     OUTPUT_MISSING,
     OUTPUT_UNPARSABLE,
-    WALLTIME,
     Keep,
     Run,
-    SimulationError,
     bad_input,
     run_code,
-    tail,
     workdir,
 )
 from orchestrator.apps.sim.structures import to_atoms
@@ -176,19 +173,15 @@ def cp2k_energy(
     with workdir(CODE, keep=keep) as path:
         ase.io.write(path / COORD_FILE, atoms, format="xyz")
         (path / INPUT_FILE).write_text(text)
-        try:
-            run = run_code(
-                CODE,
-                ["-i", INPUT_FILE, "-o", OUTPUT_FILE],
-                workdir=path,
-                walltime=walltime,
-                default_command=DEFAULT_COMMAND,
-                threads=threads,
-            )
-        except SimulationError as exc:
-            if exc.reason == WALLTIME:
-                exc.output_tail = _tail_with_output(path, exc.output_tail)
-            raise
+        run = run_code(
+            CODE,
+            ["-i", INPUT_FILE, "-o", OUTPUT_FILE],
+            workdir=path,
+            walltime=walltime,
+            default_command=DEFAULT_COMMAND,
+            threads=threads,
+            output_files=[OUTPUT_FILE],
+        )
         return _parse(run, natoms=len(atoms), forces=forces, max_scf=max_scf)
 
 
@@ -466,18 +459,6 @@ def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.is_file() else ""
 
 
-def _tail_with_output(path: Path, other: str) -> str:
-    text = _read(path / OUTPUT_FILE)
-    parts = [f"--- {OUTPUT_FILE} ---\n{tail(text)}"] if text.strip() else []
-    return "\n".join([*parts, other] if other.strip() else parts)
-
-
-def _failure(run: Run, reason: str, message: str) -> SimulationError:
-    exc = run.failure(reason, message)
-    exc.output_tail = _tail_with_output(run.workdir, exc.output_tail)
-    return exc
-
-
 def error_box(text: str) -> str | None:
     """The message of CP2K's ``[ABORT]`` box in ``text`` (with its source location), if any."""
     lines = text.splitlines()
@@ -495,23 +476,23 @@ def error_box(text: str) -> str | None:
 
 
 def _parse(run: Run, *, natoms: int, forces: bool, max_scf: int) -> Cp2kResult:
-    output = _read(run.workdir / OUTPUT_FILE)
+    output = run.files.get(OUTPUT_FILE, "")
     abort = error_box(output) or error_box(run.stdout)
     if abort is not None:
-        raise _failure(run, CODE_ERROR, abort)
+        raise run.failure(CODE_ERROR, abort)
     if run.returncode != 0:
-        raise _failure(run, NONZERO_EXIT, f"exited with status {run.returncode}")
+        raise run.failure(NONZERO_EXIT, f"exited with status {run.returncode}")
     if _NOT_CONVERGED in output:
-        raise _failure(run, NOT_CONVERGED, f"SCF run NOT converged within max_scf={max_scf}")
+        raise run.failure(NOT_CONVERGED, f"SCF run NOT converged within max_scf={max_scf}")
     energies = _ENERGY.findall(output)
     if not energies:
-        raise _failure(run, OUTPUT_MISSING, f"no final energy line in {OUTPUT_FILE}")
+        raise run.failure(OUTPUT_MISSING, f"no final energy line in {OUTPUT_FILE}")
     try:
         energy = float(energies[-1])
     except ValueError:
         energy = math.nan
     if not math.isfinite(energy):
-        raise _failure(run, OUTPUT_UNPARSABLE, f"final energy is not a number: {energies[-1]!r}")
+        raise run.failure(OUTPUT_UNPARSABLE, f"final energy is not a number: {energies[-1]!r}")
     steps = _SCF_DONE.findall(output)
     force_list = _read_forces(run, natoms) if forces else None
     return Cp2kResult(
@@ -526,7 +507,7 @@ def _parse(run: Run, *, natoms: int, forces: bool, max_scf: int) -> Cp2kResult:
 def _read_forces(run: Run, natoms: int) -> list[list[float]]:
     text = _read(run.workdir / FORCES_FILE)
     if not text:
-        raise _failure(run, OUTPUT_MISSING, f"no forces file {FORCES_FILE}")
+        raise run.failure(OUTPUT_MISSING, f"no forces file {FORCES_FILE}")
     rows = []
     for line in text.splitlines():
         words = line.split()
@@ -536,7 +517,7 @@ def _read_forces(run: Run, natoms: int) -> list[list[float]]:
             except ValueError:
                 break
     if len(rows) != natoms:
-        raise _failure(
-            run, OUTPUT_UNPARSABLE, f"{FORCES_FILE} has {len(rows)} force rows for {natoms} atoms"
+        raise run.failure(
+            OUTPUT_UNPARSABLE, f"{FORCES_FILE} has {len(rows)} force rows for {natoms} atoms"
         )
     return rows
