@@ -132,3 +132,16 @@ def test_structures_from_smiles_and_atoms():
         with pytest.raises(SimulationError) as info:
             to_atoms(bad, code="t")
         assert info.value.reason == BAD_INPUT
+
+
+def test_spin_state_defaults_from_smiles_radicals():
+    from orchestrator.apps.sim.structures import spin_state
+
+    methyl, carbene, water = (to_atoms(s, code="t") for s in ("[CH3]", "[CH2]", "O"))
+    assert methyl.info["multiplicity"] == 2 and carbene.info["multiplicity"] == 3
+    assert spin_state("t", carbene, None, None) == (0, 3)  # triplet from the SMILES
+    assert spin_state("t", carbene, None, 1) == (0, 1)  # an explicit choice wins
+    assert spin_state("t", water, 1, None) == (1, 2)  # the cation: parity decides
+    with pytest.raises(SimulationError, match="impossible for the molecule") as info:
+        spin_state("t", water, None, 2)
+    assert info.value.reason == BAD_INPUT

@@ -7,7 +7,8 @@ A campaign lists them in its class attribute: ``methods = simulation_methods()``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from orchestrator.apps.sim.cp2k import cp2k_energy
 from orchestrator.apps.sim.lammps import lammps_md
@@ -16,7 +17,7 @@ from orchestrator.apps.sim.xtb import xtb_energy, xtb_ip_ea
 from orchestrator.dispatch import Method
 from orchestrator.models import SITE_FAILURE
 
-SIMULATIONS = {
+SIMULATIONS: dict[str, Callable[..., Any]] = {
     "xtb_energy": xtb_energy,
     "xtb_ip_ea": xtb_ip_ea,
     "nwchem_energy": nwchem_energy,

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import io
 import math
-import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ from orchestrator.apps.sim.common import (
     run_code,
     workdir,
 )
-from orchestrator.apps.sim.structures import to_atoms
+from orchestrator.apps.sim.structures import check_molecule, spin_state, to_atoms
 
 CODE = "nwchem"
 DEFAULT_COMMAND = ("nwchem",)
@@ -190,7 +189,7 @@ def nwchem_energy(
     """
     atoms = to_atoms(structure, code=CODE)
     basis_, xc_ = _check_settings(atoms, basis, theory, xc, max_iterations)
-    charge, multiplicity = _check_charge(atoms, charge, multiplicity)
+    charge, multiplicity = spin_state(CODE, atoms, charge, multiplicity)
     with workdir(CODE, keep=keep) as path:
         text = _render(atoms, path, theory, basis_, xc_, charge, multiplicity, max_iterations)
         run = _run(path, text, walltime=walltime, threads=threads)
@@ -246,10 +245,10 @@ def nwchem_ip(
     """
     atoms = to_atoms(structure, code=CODE)
     basis_, xc_ = _check_settings(atoms, basis, theory, xc, max_iterations)
-    charge, multiplicity = _check_charge(atoms, charge, multiplicity)
+    charge, multiplicity = spin_state(CODE, atoms, charge, multiplicity)
     if cation_multiplicity is None:
         cation_multiplicity = 2 if multiplicity == 1 else multiplicity - 1
-    _, cation_multiplicity = _check_charge(atoms, charge + 1, cation_multiplicity, what="cation")
+    _, cation_multiplicity = spin_state(CODE, atoms, charge + 1, cation_multiplicity, what="cation")
     with workdir(CODE, keep=keep) as path:
         text = _render(atoms, path, theory, basis_, xc_, charge, multiplicity, max_iterations)
         text += _cation_task(theory, charge + 1, cation_multiplicity)
@@ -277,14 +276,8 @@ def _check_settings(
     atoms: Atoms, basis: Any, theory: Any, xc: Any, max_iterations: Any
 ) -> tuple[str | dict[str, str], str | None]:
     """Validate everything but charge and multiplicity; return (basis, xc or None)."""
-    if atoms.pbc.any():
-        raise bad_input(CODE, "periodic structures are not supported: give a molecule (pbc=False)")
-    if not all(math.isfinite(x) for x in atoms.positions.ravel()):
-        raise bad_input(CODE, "the structure has non-finite coordinates")
+    check_molecule(CODE, atoms)
     symbols = atoms.get_chemical_symbols()
-    dummies = sorted({s for s, z in zip(symbols, atoms.numbers, strict=True) if z < 1})
-    if dummies:
-        raise bad_input(CODE, f"the structure has dummy atoms ({', '.join(dummies)})")
     if theory not in THEORIES:
         raise bad_input(CODE, f"theory must be one of {', '.join(THEORIES)} (got {theory!r})")
     if (
@@ -318,36 +311,6 @@ def _check_settings(
     if not isinstance(xc, str) or not _XC_RE.match(xc) or not xc.strip():
         raise bad_input(CODE, f"invalid exchange-correlation functional {xc!r}")
     return basis_, xc.strip()
-
-
-def _check_charge(
-    atoms: Atoms, charge: Any, multiplicity: Any, *, what: str = "molecule"
-) -> tuple[int, int]:
-    """Validate charge and multiplicity against the electron count; return both."""
-    if charge is None:
-        charge = atoms.info.get("charge", 0)
-    if isinstance(charge, bool) or not isinstance(charge, numbers.Integral):
-        raise bad_input(CODE, f"charge must be an integer (got {charge!r})")
-    charge = int(charge)
-    formula = atoms.get_chemical_formula()
-    electrons = int(atoms.numbers.sum()) - charge
-    if electrons < 1:
-        raise bad_input(CODE, f"the {what} ({formula}, charge {charge:+d}) has no electrons")
-    if multiplicity is None:
-        multiplicity = 1 + electrons % 2
-    if isinstance(multiplicity, bool) or not isinstance(multiplicity, numbers.Integral):
-        raise bad_input(CODE, f"multiplicity must be an integer >= 1 (got {multiplicity!r})")
-    multiplicity = int(multiplicity)
-    if multiplicity < 1:
-        raise bad_input(CODE, f"multiplicity must be an integer >= 1 (got {multiplicity})")
-    unpaired = multiplicity - 1
-    if unpaired > electrons or (electrons - unpaired) % 2:
-        raise bad_input(
-            CODE,
-            f"multiplicity {multiplicity} is impossible for the {what} with {electrons} "
-            f"electrons ({formula}, charge {charge:+d})",
-        )
-    return charge, multiplicity
 
 
 def _theory_block(theory: str, multiplicity: int, max_iterations: int) -> dict[str, Any]:

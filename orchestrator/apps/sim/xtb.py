@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,7 +55,7 @@ from orchestrator.apps.sim.common import (
     run_code,
     workdir,
 )
-from orchestrator.apps.sim.structures import to_atoms
+from orchestrator.apps.sim.structures import check_molecule, spin_state, to_atoms
 
 CODE = "xtb"
 DEFAULT_COMMAND = ("xtb",)
@@ -286,42 +285,15 @@ def _check_count(name: str, value: Any) -> None:
 
 
 def _check_inputs(atoms: Atoms, charge: Any, multiplicity: Any) -> tuple[int, int]:
-    """Validate elements, charge and multiplicity; return (charge, multiplicity)."""
-    if atoms.pbc.any():
-        raise bad_input(CODE, "periodic structures are not supported: give a molecule (pbc=False)")
-    numbers = atoms.get_atomic_numbers()
+    """Validate the molecule, its elements, charge and multiplicity; return (charge, mult)."""
+    check_molecule(CODE, atoms)
     symbols = atoms.get_chemical_symbols()
-    unknown = sorted({s for s, z in zip(symbols, numbers, strict=True) if not 1 <= z <= MAX_Z})
+    unknown = sorted(
+        {s for s, z in zip(symbols, atoms.numbers, strict=True) if not 1 <= z <= MAX_Z}
+    )
     if unknown:
         raise bad_input(CODE, f"xTB has no parameters for element(s) {', '.join(unknown)} (H-Rn)")
-    if not _finite(atoms):
-        raise bad_input(CODE, "the structure has non-finite coordinates")
-    if charge is None:
-        charge = atoms.info.get("charge", 0)
-    if isinstance(charge, bool) or not isinstance(charge, Integral):
-        raise bad_input(CODE, f"charge must be an integer (got {charge!r})")
-    charge = int(charge)
-    electrons = int(numbers.sum()) - charge
-    if electrons < 1:
-        raise bad_input(
-            CODE,
-            f"charge {charge:+d} leaves {electrons} electrons on {atoms.get_chemical_formula()}",
-        )
-    if multiplicity is None:
-        multiplicity = 1 + electrons % 2
-    if isinstance(multiplicity, bool) or not isinstance(multiplicity, Integral):
-        raise bad_input(CODE, f"multiplicity must be an integer >= 1 (got {multiplicity!r})")
-    multiplicity = int(multiplicity)
-    if multiplicity < 1:
-        raise bad_input(CODE, f"multiplicity must be an integer >= 1 (got {multiplicity})")
-    unpaired = multiplicity - 1
-    if unpaired > electrons or (electrons - unpaired) % 2:
-        raise bad_input(
-            CODE,
-            f"multiplicity {multiplicity} is impossible with {electrons} electrons "
-            f"({atoms.get_chemical_formula()}, charge {charge:+d})",
-        )
-    return charge, multiplicity
+    return spin_state(CODE, atoms, charge, multiplicity)
 
 
 def _finite(atoms: Atoms) -> bool:
