@@ -42,19 +42,29 @@ def orch(*args: str):
     return runner.invoke(app, list(args))
 
 
-def launch_cmd(campaign: str, run_dir: Path, *extra: str) -> list[str]:
-    """``orch launch`` on the default sites, as a separate process (as users run it)."""
+def launch_cmd(
+    campaign: str, run_dir: Path, *extra: str, sites: Path = REPO / "sites"
+) -> list[str]:
+    """``orch launch`` (default sites), as a separate process, as users run it."""
     return [
-        sys.executable, "-m", "orchestrator.cli", "launch", "--sites", str(REPO / "sites"),
+        sys.executable, "-m", "orchestrator.cli", "launch", "--sites", str(sites),
         campaign, "--run-dir", str(run_dir), *extra,
     ]  # fmt: skip
 
 
 def launch(
-    campaign: str, run_dir: Path, *extra: str, cwd: Path | None = None
+    campaign: str,
+    run_dir: Path,
+    *extra: str,
+    cwd: Path | None = None,
+    sites: Path = REPO / "sites",
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        launch_cmd(campaign, run_dir, *extra), capture_output=True, text=True, timeout=200, cwd=cwd
+        launch_cmd(campaign, run_dir, *extra, sites=sites),
+        capture_output=True,
+        text=True,
+        timeout=200,
+        cwd=cwd,
     )
 
 

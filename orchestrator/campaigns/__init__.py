@@ -2,5 +2,6 @@
 
 BUILTIN_CAMPAIGNS: dict[str, str] = {
     "demo": "orchestrator.campaigns.demo:DemoCampaign",
+    "xtb-screen": "orchestrator.campaigns.xtb_screen:XtbScreen",
 }
 """Built-in campaign names and the ``module:Class`` each stands for."""

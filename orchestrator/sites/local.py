@@ -124,8 +124,8 @@ class LocalSite(Site):
             heartbeat_period=5,
             heartbeat_threshold=30,
             provider=LocalProvider(
-                init_blocks=1,
-                min_blocks=1,
+                init_blocks=0,  # launched below: the status poller would wait one period (5 s)
+                min_blocks=0,
                 max_blocks=1,
                 nodes_per_block=1,
                 worker_init=self._worker_init(),
@@ -135,6 +135,7 @@ class LocalSite(Site):
         self._engine = engine
         try:
             engine.start(endpoint_id=self._endpoint_id, run_dir=str(self.working_dir))
+            engine.scale_out(1)
         except BaseException:
             self.shutdown()
             raise
