@@ -48,3 +48,16 @@ def no_leftover_processes():
     before = {p.pid for p in engine_processes()}
     yield
     assert_no_new_engine_processes(before)
+
+
+@pytest.fixture(autouse=True)
+def sim_root(tmp_path, monkeypatch) -> Path:
+    """Simulation work directories land in this test's tmp dir (it starts empty)."""
+    root = tmp_path / "sim"
+    monkeypatch.setenv("ORCH_SIM_ROOT", str(root))
+    return root
+
+
+def workdirs(root: Path) -> list[Path]:
+    """The simulation work directories left under ``root``."""
+    return sorted(root.iterdir()) if root.exists() else []

@@ -25,12 +25,6 @@ from orchestrator.apps.sim.common import (
 from orchestrator.apps.sim.structures import to_atoms
 
 
-@pytest.fixture(autouse=True)
-def sim_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("ORCH_SIM_ROOT", str(tmp_path / "sim"))
-    return tmp_path / "sim"
-
-
 def echo_words(*words: str) -> str:
     with workdir("echo") as path:
         return run_code(

@@ -37,13 +37,6 @@ FAST = {"basis": "SZV-MOLOPT-SR-GTH", "cutoff_ry": 200, "rel_cutoff_ry": 30, "ep
 """Small basis and grid: H2 in a 6 Å box takes ~1 s."""
 
 
-@pytest.fixture(autouse=True)
-def sim_root(tmp_path, monkeypatch):
-    root = tmp_path / "sim"
-    monkeypatch.setenv("ORCH_SIM_ROOT", str(root))
-    return root
-
-
 def run_dirs(root: Path) -> list[Path]:
     return sorted(root.glob("cp2k-*")) if root.exists() else []
 

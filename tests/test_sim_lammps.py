@@ -33,13 +33,6 @@ ARGON = {"pair_style": "lj/cut 8.5", "pair_coeff": ["1 1 0.0104 3.4"]}
 """Argon Lennard-Jones in metal units (eV, Å)."""
 
 
-@pytest.fixture(autouse=True)
-def sim_root(tmp_path, monkeypatch):
-    root = tmp_path / "sim"
-    monkeypatch.setenv("ORCH_SIM_ROOT", str(root))
-    return root
-
-
 def run_dirs(root: Path) -> list[Path]:
     return sorted(root.glob("lammps-*")) if root.exists() else []
 

@@ -14,6 +14,7 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 from ase.io import write
+from conftest import workdirs
 
 from orchestrator.apps.runtime import run_task
 from orchestrator.apps.sim import common, xtb
@@ -26,18 +27,6 @@ pytestmark = pytest.mark.skipif(
 
 XTBPATH = os.environ.get("XTBPATH") or "/usr/share/xtb"
 PERIODIC_H2 = Atoms("H2", positions=[(0, 0, 0), (0, 0, 0.74)], cell=[5, 5, 5], pbc=True)
-
-
-@pytest.fixture(autouse=True)
-def sim_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Work directories land in this test's tmp dir; it starts empty."""
-    root = tmp_path / "sim"
-    monkeypatch.setenv("ORCH_SIM_ROOT", str(root))
-    return root
-
-
-def workdirs(root: Path) -> list[Path]:
-    return sorted(root.iterdir()) if root.exists() else []
 
 
 def direct_xtb(directory: Path, atoms: Atoms, *args: str) -> str:
