@@ -63,6 +63,10 @@ class Result(BaseModel):
     success: bool | None = None
     failure_info: FailureInfo | None = None
     site: str | None = None
+    model_version: str | None = Field(
+        default=None,
+        description="Model version that chose or served this task (e.g. 'ip-surrogate/3')",
+    )
     worker_host: str | None = None
     worker_pid: int | None = None
     retries: int = 0
@@ -99,6 +103,7 @@ class Task:
     site: str | None = None
     sent: float | None = None
     slots: int = 1
+    model_version: str | None = None
 
     def make_result(self, **fields: Any) -> Result:
         """Build the Result for this task from the outcome fields."""
@@ -112,5 +117,6 @@ class Task:
             task_info=self.task_info,
             resources=self.resources,
             site=self.site,
+            model_version=self.model_version,
             **fields,
         )

@@ -59,6 +59,7 @@ class Queues:
         max_retries: int | None = None,
         input_kwargs: dict[str, Any] | None = None,
         task_info: dict[str, Any] | None = None,
+        model_version: str | None = None,
         **kwargs: Any,
     ) -> str:
         """Submit a task: run ``method(*input_args, **kwargs)`` and send the result to ``topic``.
@@ -72,6 +73,8 @@ class Queues:
             max_retries: Retries after a failure (default: the method's ``max_retries``).
             input_kwargs: Keyword arguments (Colmena's spelling; merged with ``**kwargs``).
             task_info: Any information to carry through to the result.
+            model_version: The model version that chose this task, or that the task uses
+                (lineage: recorded on the result and in the results file).
             **kwargs: Keyword arguments of the method.
 
         Returns:
@@ -97,6 +100,7 @@ class Queues:
             max_retries=spec.max_retries if max_retries is None else max_retries,
             resources=resources or {},
             task_info=task_info or {},
+            model_version=model_version,
         )
         with self._count_lock:
             self._sent += 1

@@ -33,3 +33,21 @@ def fail_first(counter: str, failures: int) -> int:
 
 def halve(y: float) -> float:
     return y / 2 + 1
+
+
+def pinned_worker(barrier: str, parties: int, deadline_s: float = 60.0) -> tuple[int, str | None]:
+    """Wait until ``parties`` workers are inside at once; report (pid, visible accelerators).
+
+    Each call drops a file named after its pid in ``barrier`` and waits for ``parties`` files,
+    so the calls that return have run concurrently on different workers.
+    """
+    import time
+
+    folder = Path(barrier)
+    (folder / str(os.getpid())).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    end = time.monotonic() + deadline_s
+    while len(list(folder.iterdir())) < parties:
+        if time.monotonic() > end:
+            raise TimeoutError(f"only {len(list(folder.iterdir()))} of {parties} workers arrived")
+        time.sleep(0.01)
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -209,3 +209,14 @@ def test_results_are_written_per_topic(session):
     mine = [r for r in records if r["task_id"] == result.task_id]
     assert len(mine) == 1 and mine[0]["value"] == 49 and mine[0]["site"] == "t-cpu"
     assert all(mine[0]["timestamps"][k] is not None for k in mine[0]["timestamps"])
+
+
+def test_model_version_lineage_is_recorded(session):
+    q = session.queues
+    q.send_inputs(4, method="square", topic="b", model_version="ip-surrogate/2")
+    result = q.get_result("b", timeout=60)
+    assert result.model_version == "ip-surrogate/2"
+    session.dispatcher.results.flush()
+    lines = (session.run_dir / "results" / "b.jsonl").read_text().splitlines()
+    (record,) = [json.loads(x) for x in lines if result.task_id in x]
+    assert record["model_version"] == "ip-surrogate/2"

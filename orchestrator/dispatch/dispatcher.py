@@ -297,4 +297,5 @@ def _task_of(result: Result) -> Task:
         created=result.timestamps.created,
         retries=result.retries,
         site=result.site,
+        model_version=result.model_version,
     )
