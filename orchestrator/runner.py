@@ -7,6 +7,9 @@ A campaign class is a ``BaseThinker`` subclass with class attributes:
   ``@result_processor`` topics, which are always declared;
 - ``Options`` (optional): a pydantic model of the campaign's options; the instance is passed
   to the constructor as ``options=``;
+- ``registry_model`` (optional): the name of the model the campaign versions in MLflow; orch
+  then starts a tracking server in the run directory (or uses ``tracking_uri``) and passes a
+  ``ModelRegistry`` as ``registry=``;
 
 and, optionally, ``summary(self) -> str`` for the line printed when it ends.
 """
@@ -191,16 +194,47 @@ class RunSummary:
 
 
 def build_thinker(
-    cls: type[BaseThinker], queues: Queues, options: BaseModel | None, run_dir: Path
+    cls: type[BaseThinker],
+    queues: Queues,
+    options: BaseModel | None,
+    run_dir: Path,
+    registry: Any = None,
 ) -> BaseThinker:
-    """Construct the thinker, passing ``options``/``run_dir`` where its constructor takes them."""
+    """Construct the thinker, passing ``options``, ``run_dir`` and ``registry`` where taken."""
     params = inspect.signature(cls.__init__).parameters
     kwargs: dict[str, Any] = {}
     if options is not None:
         kwargs["options"] = options
     if "run_dir" in params:
         kwargs["run_dir"] = run_dir
+    if registry is not None and "registry" in params:
+        kwargs["registry"] = registry
     return cls(queues, **kwargs)
+
+
+@contextlib.contextmanager
+def model_registry(
+    cls: type, run_dir: Path, tracking_uri: str | None
+) -> Iterator[Callable[[], Any]]:
+    """Start the campaign's tracking server in the background; yield a getter for its registry.
+
+    Nothing happens for campaigns without ``registry_model``. The embedded server (sqlite and
+    artifacts under ``run_dir/mlflow``) starts while the sites start and is stopped on exit.
+    """
+    model_name = getattr(cls, "registry_model", None)
+    if not model_name:
+        yield lambda: None
+        return
+    from orchestrator.registry import ModelRegistry, TrackingServer
+
+    server = TrackingServer.external(tracking_uri) if tracking_uri else TrackingServer(run_dir)
+    pool = ThreadPoolExecutor(max_workers=1)
+    starting = pool.submit(server.start)
+    try:
+        yield lambda: ModelRegistry(starting.result(), model_name)
+    finally:
+        pool.shutdown(wait=True)
+        server.stop()
 
 
 def run_campaign(
@@ -210,6 +244,7 @@ def run_campaign(
     options: BaseModel | None = None,
     extra_paths: list[str] | None = None,
     on_session: Callable[[Session], contextlib.AbstractContextManager[Any]] | None = None,
+    tracking_uri: str | None = None,
 ) -> RunSummary:
     """Run a campaign class to completion on the given sites.
 
@@ -221,6 +256,8 @@ def run_campaign(
         extra_paths: Folders workers need on PYTHONPATH (from ``load_campaign``).
         on_session: Optional context manager factory wrapped around the thinker's run,
             e.g. a live progress display.
+        tracking_uri: MLflow tracking URI for campaigns with ``registry_model`` (default: an
+            embedded server in ``run_dir/mlflow``).
 
     Returns:
         Per-site counts, agent failures and the campaign's summary line.
@@ -228,9 +265,13 @@ def run_campaign(
     methods = campaign_methods(cls)
     topics = campaign_topics(cls, methods)
     started = time.monotonic()
-    with open_session(site_configs, methods, topics, run_dir, extra_paths) as session:
+    with (
+        model_registry(cls, run_dir, tracking_uri) as get_registry,
+        open_session(site_configs, methods, topics, run_dir, extra_paths) as session,
+    ):
+        registry = get_registry()
         try:
-            thinker = build_thinker(cls, session.queues, options, run_dir)
+            thinker = build_thinker(cls, session.queues, options, run_dir, registry)
         except Exception as exc:
             logger.exception("constructing %s failed", cls.__name__)
             raise CampaignError(
