@@ -1,0 +1,60 @@
+"""ip-search end to end: xTB on the CPU site, the surrogate on the mock GPU site, MLflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import pytest
+from test_cli import launch
+
+from orchestrator.registry import ModelRegistry, TrackingServer
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(400),
+    pytest.mark.skipif(
+        shutil.which("xtb") is None, reason="xtb not installed: apt-get install xtb"
+    ),
+]
+
+
+def records(run_dir, topic):
+    lines = (run_dir / "results" / f"{topic}.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_campaign_trains_versions_registers_them_and_records_lineage(tmp_path):
+    run_dir = tmp_path / "ips"
+    options = ["seed_size=8", "batch_size=4", "rounds=2", "pool_size=40", "epochs=30"]
+    done = launch("ip-search", run_dir, "--no-progress", *[f"-o{o}" for o in options])
+    assert done.returncode == 0, done.stderr
+    assert "model versions: v1" in done.stdout and "v2" in done.stdout
+
+    trains = records(run_dir, "train_surrogate")
+    infers = records(run_dir, "infer_surrogate")
+    sims = records(run_dir, "xtb_ip_ea")
+    assert len(trains) == 2 and {r["site"] for r in trains + infers} == {"local-gpu"}
+    assert {r["site"] for r in sims} == {"local-cpu"} and all(r["success"] for r in sims)
+    # Lineage in the results: seeds have no model; each round's picks name the version
+    assert Counter(r["model_version"] for r in sims) == {
+        None: 8, "ip-surrogate/1": 4, "ip-surrogate/2": 4,
+    }  # fmt: skip
+    assert [r["model_version"] for r in infers] == ["ip-surrogate/1", "ip-surrogate/2"]
+
+    # The registry, read back from the campaign's own store after the campaign ended
+    with TrackingServer(run_dir) as server:
+        registry = ModelRegistry(server, "ip-surrogate")
+        versions = {v.version: v for v in registry.versions()}
+        assert sorted(versions) == [1, 2]
+        champion = registry.alias_version("champion")
+        assert champion in (1, 2) and "champion" in versions[champion].aliases
+        best = min(versions, key=lambda v: versions[v].metrics["val_rmse"])
+        assert champion == best  # the alias follows the lower validation error
+        for version in (1, 2):
+            rows = registry.lineage(version)
+            steered = {
+                r["task_id"] for r in sims if r["model_version"] == f"ip-surrogate/{version}"
+            }
+            assert {row["task_id"] for row in rows} == steered
