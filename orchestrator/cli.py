@@ -15,6 +15,7 @@ from rich.table import Table
 
 from orchestrator.config.sites import SiteConfig, load_sites
 from orchestrator.exceptions import ConfigError, UnknownMethodError, UnknownTopicError
+from orchestrator.registry.errors import RegistryUnavailableError
 
 app = typer.Typer(
     name="orch",
@@ -98,6 +99,15 @@ def launch(
         bool, typer.Option("--progress/--no-progress", help="Live per-site progress table.")
     ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to stderr too.")] = False,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            envvar="ORCH_TRACKING_URI",
+            help="MLflow tracking server for campaigns that version models "
+            "[default: an embedded server in RUN_DIR/mlflow].",
+        ),
+    ] = None,
 ) -> None:
     """Run a campaign across the sites in --sites."""
     from orchestrator.config.campaign import parse_options
@@ -123,8 +133,18 @@ def launch(
 
         on_session = live_progress
     try:
-        summary = run_campaign(cls, configs, run_dir, options, extra_paths, on_session=on_session)
+        summary = run_campaign(
+            cls,
+            configs,
+            run_dir,
+            options,
+            extra_paths,
+            on_session=on_session,
+            tracking_uri=tracking_uri,
+        )
     except ConfigError as exc:
+        fail(str(exc))
+    except RegistryUnavailableError as exc:  # e.g. a wrong --tracking-uri
         fail(str(exc))
     except KeyboardInterrupt:
         err.print(f"interrupted: sites stopped; results so far are in {run_dir / 'results'}")
@@ -168,6 +188,74 @@ def _setup_logging(log_file: Path, verbose: bool) -> None:
     # Parsl and the endpoint engine are chatty at INFO; keep their warnings only
     for noisy in ("parsl", "globus_compute_endpoint", "globus_compute_sdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def ui(
+    run_dir: Annotated[
+        Path, typer.Option("--run-dir", help="Campaign directory whose MLflow store to show.")
+    ],
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port to serve on [default: a free one].")
+    ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve/--no-serve", help="Serve the store until Ctrl-C, or only say where it is."
+        ),
+    ] = True,
+) -> None:
+    """Show a run's MLflow store (runs, metrics, model versions and aliases) in the MLflow UI."""
+    from orchestrator.registry.errors import TrackingServerError
+    from orchestrator.registry.server import TrackingServer, free_port, live_server_url, store_paths
+
+    paths = store_paths(run_dir)
+    if not run_dir.is_dir():
+        fail(f"--run-dir {run_dir}: no such directory; pass a campaign's run directory")
+    if not paths["db"].is_file():
+        fail(
+            f"--run-dir {run_dir}: no MLflow store there ({paths['db']} is missing); "
+            "pass the run directory of a campaign that logged models"
+        )
+    url = live_server_url(run_dir)
+    if not serve:
+        out.print(
+            f"MLflow store: sqlite:///{paths['db']} (artifacts in {paths['artifacts']})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        where = f"served at {url}/#/models" if url else f"serve it: orch ui --run-dir {run_dir}"
+        out.print(where, highlight=False, soft_wrap=True)
+        return
+    if url:
+        out.print(f"MLflow UI (already running): {url}/#/models", highlight=False, soft_wrap=True)
+        return
+    if port is not None:
+        try:
+            free = free_port(port=port) == port
+        except OSError:
+            free = False
+        if not free:
+            fail(f"--port {port}: the port is in use; choose another or leave --port out")
+    server = TrackingServer(run_dir, port=port)
+    serving = False
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        server.start()
+        serving = True
+        out.print(f"MLflow UI: {server.url}/#/models", highlight=False, soft_wrap=True)
+        out.file.flush()
+        err.print("serving until Ctrl-C", highlight=False)
+        code = server.wait()
+        fail(f"the MLflow server exited with code {code} (log {paths['log']})", code=1)
+    except TrackingServerError as exc:
+        fail(str(exc), code=1)
+    except KeyboardInterrupt:
+        server.stop()
+        err.print("MLflow server stopped", highlight=False)
+        raise typer.Exit(0 if serving else 130) from None
+    finally:
+        server.stop()
 
 
 def main() -> None:

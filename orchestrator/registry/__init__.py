@@ -1,0 +1,43 @@
+"""MLflow wiring: the tracking server, logging trained models, the registry, loading by alias.
+
+``orchestrator.registry.server`` needs no MLflow import (``orch ui`` starts fast);
+:class:`ModelRegistry` and :class:`ModelVersionInfo` import MLflow and torch on first use.
+Importing this package turns MLflow telemetry off for the process
+(``MLFLOW_DISABLE_TELEMETRY=true``; MLflow reads it when it is imported).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+from orchestrator.registry.errors import (  # noqa: E402
+    RegistryError,
+    RegistryUnavailableError,
+    TrackingServerError,
+)
+from orchestrator.registry.server import TrackingServer, live_server_url, store_paths  # noqa: E402
+
+if TYPE_CHECKING:
+    from orchestrator.registry.models import ModelRegistry, ModelVersionInfo
+
+__all__ = [
+    "ModelRegistry",
+    "ModelVersionInfo",
+    "RegistryError",
+    "RegistryUnavailableError",
+    "TrackingServer",
+    "TrackingServerError",
+    "live_server_url",
+    "store_paths",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ModelRegistry", "ModelVersionInfo"):
+        from orchestrator.registry import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
