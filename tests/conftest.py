@@ -10,11 +10,17 @@ import pytest
 
 TESTS_DIR = Path(__file__).parent
 REPO = TESTS_DIR.parent
-ENGINE_MARKERS = ("process_worker_pool", "interchange.py", "globus-compute-endpoint python-exec")
+ENGINE_MARKERS = (
+    "process_worker_pool",
+    "interchange.py",
+    "globus-compute-endpoint python-exec",
+    "mlflow server",  # embedded tracking servers (and their uvicorn child below)
+    "mlflow.server",
+)
 
 
 def engine_processes() -> list[psutil.Process]:
-    """Engine processes (interchanges, worker pools, workers) alive on this machine."""
+    """Engine and tracking-server processes alive on this machine."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         if proc.info["status"] == psutil.STATUS_ZOMBIE:
