@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.apps.proxies import is_proxy
+
 SITE_FAILURE = "site_failure"
 """``FailureInfo.reason`` of failures caused by the site (lost worker, unreachable service...),
 not by the task: the transient kind worth a retry elsewhere."""
@@ -81,7 +83,13 @@ class Result(BaseModel):
         return (self.args or (), self.kwargs or {})
 
     def to_json(self) -> str:
-        """One JSON line; values that JSON cannot hold are written as their ``repr``."""
+        """One JSON line; values that JSON cannot hold are written as their ``repr``.
+
+        A value that moved by proxy is written as ``{"proxy": true}``: serializing it would
+        resolve it (and use up a single-use result proxy).
+        """
+        if is_proxy(self.value):
+            return self.model_copy(update={"value": {"proxy": True}}).model_dump_json(fallback=repr)
         return self.model_dump_json(fallback=repr)
 
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from orchestrator.campaigns import BUILTIN_CAMPAIGNS
 from orchestrator.config.sites import SiteConfig
+from orchestrator.data import DataPlane
 from orchestrator.dispatch import Dispatcher, MethodRegistry
 from orchestrator.dispatch.dispatcher import check_kinds
 from orchestrator.exceptions import CampaignError, ConfigError
@@ -124,14 +125,18 @@ class Session:
     dispatcher: Dispatcher
     sites: list[Site]
     run_dir: Path
+    data: DataPlane
 
 
 def _start_sites(
-    configs: Sequence[SiteConfig], run_dir: Path, extra_paths: list[str]
+    configs: Sequence[SiteConfig], run_dir: Path, extra_paths: list[str], data: DataPlane
 ) -> list[Site]:
     sites: list[Site] = []
     for config in configs:
-        sites.append(make_site(config, run_dir, extra_paths))
+        site = make_site(config, run_dir, extra_paths)
+        # before the first submit: sites pack this context with each method once
+        site.task_context.update(data.result_context(site.name))
+        sites.append(site)
     errors: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, len(sites))) as pool:
         futures = {pool.submit(site.start): site for site in sites}
@@ -166,12 +171,13 @@ def open_session(
     queues = Queues(topics)
     sites: list[Site] = []
     dispatcher: Dispatcher | None = None
+    check_kinds(methods, {c.kind for c in configs})
+    data = DataPlane({c.name: c.data for c in configs}, campaign=run_dir.name)
     try:
-        check_kinds(methods, {c.kind for c in configs})
-        sites = _start_sites(configs, run_dir, extra_paths or [])
-        dispatcher = Dispatcher(sites, methods, queues.put_result, run_dir)
+        sites = _start_sites(configs, run_dir, extra_paths or [], data)
+        dispatcher = Dispatcher(sites, methods, queues.put_result, run_dir, data=data)
         queues.attach(dispatcher)
-        yield Session(queues=queues, dispatcher=dispatcher, sites=sites, run_dir=run_dir)
+        yield Session(queues=queues, dispatcher=dispatcher, sites=sites, run_dir=run_dir, data=data)
     finally:
         if dispatcher is not None:
             dispatcher.stop_accepting()
@@ -180,6 +186,7 @@ def open_session(
         if dispatcher is not None:
             dispatcher.undelivered(queues.drain())
             dispatcher.close()
+        data.close()  # after the sites: a late task could re-create a store's directory
 
 
 @dataclass

@@ -51,3 +51,12 @@ def pinned_worker(barrier: str, parties: int, deadline_s: float = 60.0) -> tuple
             raise TimeoutError(f"only {len(list(folder.iterdir()))} of {parties} workers arrived")
         time.sleep(0.01)
     return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def describe(value) -> tuple[str, int]:
+    """What the worker received: the type's name and the length."""
+    return type(value).__name__, len(value)
+
+
+def make_bytes(n: int) -> bytes:
+    return b"x" * n

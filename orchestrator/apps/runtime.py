@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -48,8 +49,21 @@ def run_task(
     started = time.time()
     token = _CONTEXT.set(context or {})
     try:
+        if "proxystore" in sys.modules:  # unpickling a proxy argument imported it
+            from orchestrator.apps.proxies import resolve_arguments
+
+            args, kwargs = resolve_arguments(args, kwargs)
         value = fn(*args, **kwargs)
+        if context and context.get("data"):
+            from orchestrator.apps.proxies import maybe_proxy_result
+
+            value = maybe_proxy_result(value, context)
     except BaseException as exc:  # noqa: BLE001 - any task failure becomes a failed result
+        if "proxystore" in sys.modules:
+            from orchestrator.apps.proxies import is_resolve_error, resolve_failure
+
+            if is_resolve_error(exc):  # ProxyStore's own error cannot be unpickled
+                exc = resolve_failure(exc)
         kind = type(exc)
         details = getattr(exc, "details", None)
         return {

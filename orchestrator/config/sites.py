@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from orchestrator.data.config import DATA_FIELD_HINTS, DataConfig
 from orchestrator.exceptions import ConfigError
 
 SiteKind = Literal["cpu", "gpu"]
@@ -83,6 +84,9 @@ class SiteConfig(BaseModel):
         commands: How the site launches each simulation code, as the command line that
             replaces the bare binary: e.g. ``lammps: mpiexec -n 4 lmp`` or
             ``xtb: apptainer exec /images/sim.sif xtb``. Codes: cp2k, lammps, nwchem, xtb.
+        data: The ProxyStore connector this site's workers reach (``connector: file|redis``
+            with ``path`` or ``host``/``port``) and ``threshold_bytes``: arguments and results
+            larger than it move by proxy instead of through the task channel.
         description: Free text shown by ``orch sites list``.
 
     """
@@ -102,6 +106,7 @@ class SiteConfig(BaseModel):
     resource_specification: dict[str, Any] = Field(default_factory=dict)
     http_timeout: float = Field(default=15.0, gt=0, le=600)
     commands: dict[SimulationCode, str | list[str]] = Field(default_factory=dict)
+    data: DataConfig | None = None
     description: str = ""
 
     @field_validator("commands")
@@ -217,6 +222,7 @@ _HINTS: dict[str, str] = {
     "user_endpoint_config": "give a mapping of template variable: value",
     "resource_specification": "give a mapping, e.g. {num_nodes: 1}",
     "http_timeout": "set a number of seconds, > 0 and <= 600",
+    "data": "give `connector: file` with `path:`, or `connector: redis` with `host:` and `port:`",
     "commands": "map a code (cp2k, lammps, nwchem, xtb) to its launch command, e.g. "
     "`lammps: mpiexec -n 4 lmp`",
     "description": "give a line of text (quote it if it contains ':' or '#')",
@@ -295,6 +301,8 @@ def _explain(path: Path, error: ValidationError, name_from_stem: bool) -> str:
         field = _field_path(loc) or "(site)"
         top = str(loc[0]) if loc else ""
         hint = _HINTS.get(top, "see the annotated files in sites/examples/")
+        if top == "data" and len(loc) > 1 and str(loc[1]) in DATA_FIELD_HINTS:
+            hint = DATA_FIELD_HINTS[str(loc[1])]
         if kind == "extra_forbidden":
             close = difflib.get_close_matches(top, _FIELDS, n=1, cutoff=0.6)
             problem = "unknown field"

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.data import DataPlane
 from orchestrator.dispatch.methods import MethodRegistry
 from orchestrator.dispatch.results import ResultsWriter
 from orchestrator.exceptions import ConfigError, SiteUnavailableError
@@ -75,6 +76,8 @@ class Dispatcher:
         methods: The campaign's methods.
         deliver: Called with each finished ``Result`` (from a site's callback thread).
         run_dir: Campaign directory; results go to ``run_dir/results/<topic>.jsonl``.
+        data: The campaign's data plane: large arguments move by proxy in the chosen site's
+            store, and proxied results are adopted so the campaign's end cleans them up.
     """
 
     def __init__(
@@ -83,9 +86,11 @@ class Dispatcher:
         methods: MethodRegistry,
         deliver: Callable[[Result], None],
         run_dir: Path,
+        data: DataPlane | None = None,
     ):
         self.sites = list(sites)
         self.methods = methods
+        self.data = data
         self._deliver = deliver
         self._lock = threading.Lock()
         self._by_kind: dict[str, list[Site]] = {}
@@ -172,9 +177,12 @@ class Dispatcher:
     def _send(self, task: Task, site: Site) -> None:
         task.site = site.name
         method = self.methods.get(task.method)
-        task.sent = time.time()
+        args, kwargs = task.args, task.kwargs
         try:
-            future = site.submit(method.function, task.args, task.kwargs)
+            if self.data is not None and self.data.uses_proxies(site.name):
+                args, kwargs, _ = self.data.proxy_arguments(args, kwargs, site.name)
+            task.sent = time.time()
+            future = site.submit(method.function, args, kwargs)
         except SiteUnavailableError as exc:
             self._release(site, task)
             self._finish(task, site, Outcome.site_failure("SiteUnavailableError", str(exc)))
@@ -230,6 +238,8 @@ class Dispatcher:
                 self._change("retried", task, site)
                 self._place_or_hold(task, method.kind)
                 return
+        if outcome.ok and self.data is not None:
+            self.data.adopt(outcome.value)  # a proxied result: removed when the campaign ends
         failure = None
         if outcome.failure is not None:
             failure = FailureInfo(**outcome.failure)
