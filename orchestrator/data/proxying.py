@@ -76,6 +76,7 @@ class DataPlane:
         self._by_site: dict[str, ManagedStore] = {}
         self._thresholds: dict[str, int] = {}
         self._shared: dict[tuple[str, int], _Shared] = {}
+        self._moved: dict[tuple[str, int], tuple[Proxy[Any], Proxy[Any]]] = {}
         self._pinned: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._max_pinned = max_pinned
         try:
@@ -194,7 +195,7 @@ class DataPlane:
 
     def _maybe_proxy(self, managed: ManagedStore, threshold: int, value: Any) -> Any:
         if is_proxy(value):
-            return value
+            return self._move(managed, value)
         proxy = self._lookup(managed, value)
         if proxy is not None:
             return proxy
@@ -229,6 +230,24 @@ class DataPlane:
         n = sum(a is not b for a, b in zip(new_args, args, strict=True))
         n += sum(new_kwargs[k] is not v for k, v in kwargs.items())
         return new_args, new_kwargs, n
+
+    def _move(self, managed: ManagedStore, proxy: Proxy[Any]) -> Any:
+        """Re-home a proxy from another of the campaign's stores into ``managed``.
+
+        A site's workers reach only their own connector, so an object produced at one site
+        (e.g. a result proxied into its file store) is resolved here and put once into the
+        target site's store; proxies the campaign does not own pass unchanged.
+        """
+        owner = self._owner(proxy)
+        if owner is None or owner is managed:
+            return proxy
+        key = (managed.name, id(proxy))
+        moved = self._moved.get(key)
+        if moved is None:
+            target = self.resolve(proxy)
+            moved = (proxy, self._put(managed, serialize_for(managed.store, target)))
+            self._moved[key] = moved  # keeps the source alive, so its id stays unique
+        return moved[1]
 
     # --- results and clean-up -------------------------------------------------------------
 
@@ -305,6 +324,7 @@ class DataPlane:
         with self._lock:
             self._closed = True
             self._shared.clear()
+            self._moved.clear()
             self._pinned.clear()
             for managed in self._by_key.values():
                 try:
