@@ -343,3 +343,20 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_non_text_key(tmp_path: Path) -> None:
     (tmp_path / "k.yaml").write_text(LOCAL + "1: x\n")
     assert "1: field names must be text" in _error(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ("  connector: file\n", "data.path: required by connector 'file'; add `path:`"),
+        ("  connector: s3\n", "data.connector: 's3' is not allowed; use one of: file"),
+        ("  connector: redis\n  host: x\n  port: 99999\n", "data.port: 99999 is out of range"),
+    ],
+)
+def test_bad_data_section(tmp_path, data, expected):
+    path = tmp_path / "site.yaml"
+    path.write_text("kind: cpu\nbackend: local\ncapacity: 1\ndata:\n" + data)
+    with pytest.raises(ConfigError) as info:
+        load_site_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
