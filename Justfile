@@ -23,3 +23,7 @@ bench *ARGS:
 # Lint, format check and type check
 lint:
     scripts/setup && .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy orchestrator
+
+# Data-movement benchmark: 100 MB shared input and result, orch vs the raw ProxyStore connector
+bench-data *ARGS:
+    scripts/setup && .venv/bin/python benchmarks/data_movement.py {{ARGS}}

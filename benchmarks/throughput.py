@@ -14,6 +14,7 @@ Decision latency: from ``get_result`` returning a result to the thinker until
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import threading
@@ -137,6 +138,7 @@ def main() -> None:
     finally:
         dispatcher.close()
         site.shutdown()
+        shutil.rmtree(run_dir, ignore_errors=True)
 
     print(
         f"\nno-op tasks, local HTEX site, {args.workers} workers, {args.tasks} tasks x "
