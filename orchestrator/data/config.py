@@ -19,9 +19,6 @@ from pydantic_core import PydanticCustomError
 
 ConnectorKind = Literal["file", "redis"]
 
-GLOBUS_RESULT_LIMIT = 10 * 1024 * 1024
-"""Globus Compute refuses task results (and payloads) larger than this (10 MiB)."""
-
 MAX_THRESHOLD = 8 * 1024 * 1024
 """Largest allowed ``threshold_bytes``: leaves room under the 10 MiB Globus Compute cap."""
 

@@ -32,7 +32,6 @@ class ResultsWriter:
         self._files: dict[str, IO[str]] = {}
         self._thread = threading.Thread(target=self._run, name="orch-results", daemon=True)
         self._thread.start()
-        self.written = 0
 
     def write(self, result: Result) -> None:
         """Queue one result for writing."""
@@ -74,7 +73,6 @@ class ResultsWriter:
                     handle = self._file(entry.topic)
                     handle.write(entry.to_json() + "\n")
                     touched.add(entry.topic)
-                    self.written += 1
                 except Exception:  # noqa: BLE001 - one unwritable result must not stop the rest
                     logger.exception("could not write result %s", entry.task_id)
             for topic in touched:

@@ -296,10 +296,6 @@ def _check_inputs(atoms: Atoms, charge: Any, multiplicity: Any) -> tuple[int, in
     return spin_state(CODE, atoms, charge, multiplicity)
 
 
-def _finite(atoms: Atoms) -> bool:
-    return bool(all(math.isfinite(x) for x in atoms.positions.ravel()))
-
-
 def _xtbpath(command: list[str]) -> str:
     """``XTBPATH`` for the run.
 
