@@ -133,10 +133,7 @@ def _start_sites(
 ) -> list[Site]:
     sites: list[Site] = []
     for config in configs:
-        site = make_site(config, run_dir, extra_paths)
-        # before the first submit: sites pack this context with each method once
-        site.task_context.update(data.result_context(site.name))
-        sites.append(site)
+        sites.append(make_site(config, run_dir, extra_paths, data.result_context(config.name)))
     errors: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, len(sites))) as pool:
         futures = {pool.submit(site.start): site for site in sites}

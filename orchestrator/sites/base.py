@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,16 +80,18 @@ class Site(ABC):
     ``SiteUnavailableError``.
     """
 
-    def __init__(self, config: SiteConfig, run_dir: Path):
+    def __init__(self, config: SiteConfig, run_dir: Path, context: Mapping[str, Any] | None = None):
         self.config = config
         self.name = config.name
         self.kind = config.kind
         self.capacity = config.capacity
         self.working_dir = (config.working_dir or run_dir / "sites" / config.name).resolve()
-        self.task_context: dict[str, Any] = (
-            {"commands": config.command_argv()} if config.commands else {}
-        )
-        """What every task at this site sees through ``apps.runtime.task_context()``."""
+        self.task_context: dict[str, Any] = dict(context or {})
+        if config.commands:
+            self.task_context["commands"] = config.command_argv()
+        """What every task at this site sees through ``apps.runtime.task_context()``: the
+        site's ``commands`` plus ``context`` (e.g. the data plane's store for results). Fixed at
+        construction: sites serialize it with each method once."""
         self.down_reason: str | None = None
         self._down_listeners: list[Callable[[Site, str], None]] = []
         self._lock = threading.Lock()

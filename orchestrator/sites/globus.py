@@ -40,7 +40,7 @@ import platform
 import re
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,8 +284,8 @@ class GlobusSite(Site):
         run_dir: The campaign directory.
     """
 
-    def __init__(self, config: SiteConfig, run_dir: Path):
-        super().__init__(config, run_dir)
+    def __init__(self, config: SiteConfig, run_dir: Path, context: Mapping[str, Any] | None = None):
+        super().__init__(config, run_dir, context)
         self._state_lock = threading.Lock()
         self._submit_lock = threading.Lock()
         self._executor: Any = None

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -90,8 +90,15 @@ class LocalSite(Site):
     ``sys.path`` entries on PYTHONPATH, so campaign modules loaded from a file import there.
     """
 
-    def __init__(self, config: SiteConfig, run_dir: Path, *, extra_paths: list[str] | None = None):
-        super().__init__(config, run_dir)
+    def __init__(
+        self,
+        config: SiteConfig,
+        run_dir: Path,
+        context: Mapping[str, Any] | None = None,
+        *,
+        extra_paths: list[str] | None = None,
+    ):
+        super().__init__(config, run_dir, context)
         self._extra_paths = list(extra_paths or [])
         self._engine: GlobusComputeEngine | None = None
         self._packed: dict[Callable[..., Any], str] = {}
