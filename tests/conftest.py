@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -67,3 +68,9 @@ def sim_root(tmp_path, monkeypatch) -> Path:
 def workdirs(root: Path) -> list[Path]:
     """The simulation work directories left under ``root``."""
     return sorted(root.iterdir()) if root.exists() else []
+
+
+def read_results(run_dir: Path, topic: str) -> list[dict]:
+    """The records of ``<run_dir>/results/<topic>.jsonl``."""
+    lines = (run_dir / "results" / f"{topic}.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 
 import pytest
+from conftest import read_results
 from test_cli import launch
 
 from orchestrator.registry import ModelRegistry, TrackingServer
@@ -20,11 +20,6 @@ pytestmark = [
 ]
 
 
-def records(run_dir, topic):
-    lines = (run_dir / "results" / f"{topic}.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
-
 def test_campaign_trains_versions_registers_them_and_records_lineage(tmp_path):
     run_dir = tmp_path / "ips"
     options = ["seed_size=8", "batch_size=4", "rounds=2", "pool_size=40", "epochs=30"]
@@ -32,9 +27,9 @@ def test_campaign_trains_versions_registers_them_and_records_lineage(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "model versions: v1" in done.stdout and "v2" in done.stdout
 
-    trains = records(run_dir, "train_surrogate")
-    infers = records(run_dir, "infer_surrogate")
-    sims = records(run_dir, "xtb_ip_ea")
+    trains = read_results(run_dir, "train_surrogate")
+    infers = read_results(run_dir, "infer_surrogate")
+    sims = read_results(run_dir, "xtb_ip_ea")
     assert len(trains) == 2 and {r["site"] for r in trains + infers} == {"local-gpu"}
     assert {r["site"] for r in sims} == {"local-cpu"} and all(r["success"] for r in sims)
     # Lineage in the results: seeds have no model; each round's picks name the version

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
+from conftest import read_results
 from test_cli import launch
 
 pytestmark = [
@@ -17,17 +17,12 @@ pytestmark = [
 ]
 
 
-def records(run_dir, topic="xtb_ip_ea"):
-    path = run_dir / "results" / f"{topic}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_xtb_screen_runs_24_tasks_with_values(tmp_path):
     run_dir = tmp_path / "screen"
     done = launch("xtb-screen", run_dir, "--no-progress")
     assert done.returncode == 0, done.stderr
     assert "molecules: 24 ok, 0 failed" in done.stdout
-    results = records(run_dir)
+    results = read_results(run_dir, "xtb_ip_ea")
     assert len(results) == 24
     assert all(r["success"] and r["site"] == "local-cpu" for r in results)
     ips = {r["args"][0]: r["value"]["ip_ev"] for r in results}
@@ -41,7 +36,7 @@ def test_failed_simulation_is_data_and_not_retried(tmp_path):
     done = launch("xtb-screen", run_dir, "--no-progress", "-o", "smiles=O,C1CC,N")
     assert done.returncode == 0, done.stderr
     assert "molecules: 2 ok, 1 failed" in done.stdout
-    (bad,) = [r for r in records(run_dir) if not r["success"]]
+    (bad,) = [r for r in read_results(run_dir, "xtb_ip_ea") if not r["success"]]
     assert bad["args"][0] == "C1CC"
     assert bad["failure_info"]["reason"] == "bad_input"
     assert "invalid SMILES" in bad["failure_info"]["message"]
@@ -57,7 +52,7 @@ def test_site_commands_reach_the_workers(tmp_path):
     run_dir = tmp_path / "run"
     done = launch("xtb-screen", run_dir, "--no-progress", "-o", "smiles=O", sites=sites)
     assert done.returncode == 0, done.stderr
-    (record,) = records(run_dir)
+    (record,) = read_results(run_dir, "xtb_ip_ea")
     assert record["site"] == "cpu" and record["success"] is False
     assert record["failure_info"]["reason"] == "binary_missing"
     assert "'no-such-xtb' not found" in record["failure_info"]["message"]
