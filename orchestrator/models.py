@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from orchestrator.apps.proxies import is_proxy
 
 SITE_FAILURE = "site_failure"
 """``FailureInfo.reason`` of failures caused by the site (lost worker, unreachable service...),
@@ -88,7 +87,7 @@ class Result(BaseModel):
         A value that moved by proxy is written as ``{"proxy": true}``: serializing it would
         resolve it (and use up a single-use result proxy).
         """
-        if is_proxy(self.value):
+        if _is_proxy(self.value):
             return self.model_copy(update={"value": {"proxy": True}}).model_dump_json(fallback=repr)
         return self.model_dump_json(fallback=repr)
 
@@ -128,3 +127,12 @@ class Task:
             model_version=self.model_version,
             **fields,
         )
+
+
+def _is_proxy(value: Any) -> bool:
+    """Whether ``value`` is a ProxyStore proxy (never one before ProxyStore is imported)."""
+    if "proxystore" not in sys.modules:
+        return False
+    from orchestrator.apps.proxies import is_proxy
+
+    return is_proxy(value)

@@ -15,13 +15,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orchestrator.data import DataPlane
 from orchestrator.dispatch.methods import MethodRegistry
 from orchestrator.dispatch.results import ResultsWriter
 from orchestrator.exceptions import ConfigError, SiteUnavailableError
 from orchestrator.models import FailureInfo, Result, Sizes, Task, Timestamps
 from orchestrator.sites.base import Outcome, Site
+
+if TYPE_CHECKING:
+    from orchestrator.data import DataPlane
 
 logger = logging.getLogger(__name__)
 
