@@ -14,6 +14,12 @@ SITE_FAILURE = "site_failure"
 """``FailureInfo.reason`` of failures caused by the site (lost worker, unreachable service...),
 not by the task: the transient kind worth a retry elsewhere."""
 
+TIMEOUT = "timeout"
+"""``FailureInfo.reason`` of a task stopped because it ran past its wall time."""
+
+INTERRUPTED = "interrupted"
+"""``FailureInfo.reason`` of a task still running when the campaign was stopped."""
+
 
 class FailureInfo(BaseModel):
     """Why a task failed."""
@@ -41,6 +47,15 @@ class Timestamps(BaseModel):
     finished: float | None = Field(default=None, description="Function finished on the worker")
     returned: float | None = Field(default=None, description="Result back in the orchestrator")
     received: float | None = Field(default=None, description="Handed to the thinker")
+
+
+class Move(BaseModel):
+    """One time a task left a site before finishing: where it was and why it moved on."""
+
+    site: str | None = Field(description="Site the attempt ran on (None: no site took it)")
+    reason: str = Field(description="Failure reason of the attempt, e.g. 'site_failure'")
+    message: str = Field(default="", description="The attempt's failure message (one line)")
+    time: float = Field(description="When the attempt failed (epoch seconds)")
 
 
 class Sizes(BaseModel):
@@ -71,6 +86,15 @@ class Result(BaseModel):
     worker_host: str | None = None
     worker_pid: int | None = None
     retries: int = 0
+    moves: list[Move] = Field(
+        default_factory=list,
+        description="Earlier attempts that failed and were retried (site and reason), oldest "
+        "first; ``site`` is where the task finally ran",
+    )
+    replayed: bool = Field(
+        default=False,
+        description="Taken from the journal of an earlier run (``--resume``), not run again",
+    )
     task_info: dict[str, Any] = Field(default_factory=dict)
     resources: dict[str, Any] = Field(default_factory=dict)
     timestamps: Timestamps
@@ -111,6 +135,10 @@ class Task:
     sent: float | None = None
     slots: int = 1
     model_version: str | None = None
+    walltime: float | None = None
+    input_key: str | None = None
+    moves: list[Move] = field(default_factory=list)
+    attempt: int = 0
 
     def make_result(self, **fields: Any) -> Result:
         """Build the Result for this task from the outcome fields."""
@@ -121,6 +149,7 @@ class Task:
             args=self.args if self.keep_inputs else None,
             kwargs=self.kwargs if self.keep_inputs else None,
             retries=self.retries,
+            moves=list(self.moves),
             task_info=self.task_info,
             resources=self.resources,
             site=self.site,

@@ -33,7 +33,7 @@ class ThreadSite(Site):
     def start(self):
         pass
 
-    def submit(self, fn, args, kwargs) -> Future:
+    def submit(self, fn, args, kwargs, walltime=None) -> Future:
         if self.is_down:
             raise SiteUnavailableError(self.down_reason)
         self.submitted += 1
@@ -77,9 +77,11 @@ DEFAULT_METHODS = (Method(ident), Method(boom))
 def make(tmp_path):
     made = []
 
-    def build(sites, methods=DEFAULT_METHODS):
+    def build(sites, methods=DEFAULT_METHODS, **options):
         queues = Queues({"t"})
-        dispatcher = Dispatcher(sites, MethodRegistry(methods), queues.put_result, tmp_path)
+        dispatcher = Dispatcher(
+            sites, MethodRegistry(methods), queues.put_result, tmp_path, **options
+        )
         queues.attach(dispatcher)
         made.append((dispatcher, sites))
         return queues, dispatcher
@@ -176,16 +178,113 @@ def test_in_flight_task_fails_over_within_retry_budget(make, tmp_path):
     queues.send_inputs(7, method="ident", topic="t", max_retries=1)
     result = queues.get_result("t", timeout=10)
     assert result.success is True and result.site == "good" and result.retries == 1
+    assert [(m.site, m.reason, m.message) for m in result.moves] == [
+        ("lossy", "site_failure", "workers lost")
+    ]
+    assert dispatcher.stats["lossy"].moved == 1
     queues.send_inputs(8, method="ident", topic="t")  # no budget needed: lossy is down
     assert queues.get_result("t", timeout=10).site == "good"
 
 
+class RevivingSite(LosingSite):
+    """Loses its first task, then answers when the dispatcher tries to revive it."""
+
+    def __init__(self, config, run_dir):
+        super().__init__(config, run_dir)
+        self.revive_calls = 0
+        self.lost = False
+
+    def outcome(self, future):
+        if not self.lost:
+            self.lost = True
+            return super().outcome(future)
+        return ThreadSite.outcome(self, future)
+
+    def try_revive(self):
+        self.revive_calls += 1
+        if self.revive_calls < 2:  # the first try finds it still down
+            return False
+        self.mark_up()
+        return True
+
+
+def test_down_site_is_tried_again_and_takes_tasks_once_up(make, tmp_path):
+    site = RevivingSite(cfg("flaky", capacity=1), tmp_path)
+    queues, dispatcher = make([site], down_retry=0.01)
+    queues.send_inputs(1, method="ident", topic="t", max_retries=0)
+    lost = queues.get_result("t", timeout=10)
+    assert lost.success is False and lost.failure_info.reason == "site_failure"
+    deadline = threading.Event()
+    for _ in range(1000):  # wait (bounded) for the revive tries to bring it back
+        if not site.is_down:
+            break
+        deadline.wait(0.01)
+    assert not site.is_down and site.revive_calls == 2
+    assert dispatcher.stats["flaky"].down is None
+    queues.send_inputs(2, method="ident", topic="t")
+    back = queues.get_result("t", timeout=10)
+    assert back.success is True and back.site == "flaky"
+
+
+class StuckSite(ThreadSite):
+    """Never returns: models a worker stuck where it cannot stop itself."""
+
+    def submit(self, fn, args, kwargs, walltime=None) -> Future:
+        self.submitted += 1
+        return Future()
+
+
+def test_task_past_walltime_is_reported_by_orch_and_retried(make, tmp_path):
+    stuck, good = StuckSite(cfg("stuck"), tmp_path), ThreadSite(cfg("good"), tmp_path)
+    queues, dispatcher = make(
+        [stuck, good], methods=[Method(ident, walltime=0.05)], walltime_grace=0.05
+    )
+    dispatcher._last_used["good"] = 10**9  # first placement on 'stuck'
+    queues.send_inputs(5, method="ident", topic="t", max_retries=1)
+    result = queues.get_result("t", timeout=10)
+    assert result.success is True and result.site == "good" and result.value == 5
+    assert [(m.site, m.reason) for m in result.moves] == [("stuck", "timeout")]
+    assert "wall time of 0.05 s" in result.moves[0].message
+    assert dispatcher.stats["stuck"].in_flight == 0 and dispatcher.stats["stuck"].moved == 1
+
+
+def test_retry_backoff_doubles_up_to_the_cap():
+    method = Method(ident, backoff=2.0)
+    assert [method.retry_delay(n) for n in (1, 2, 3)] == [2.0, 4.0, 8.0]
+    assert method.retry_delay(30) == 300.0
+    assert Method(ident).retry_delay(3) == 0.0
+
+
+def test_retry_waits_for_backoff_then_moves(make, tmp_path):
+    lossy, good = LosingSite(cfg("lossy"), tmp_path), ThreadSite(cfg("good"), tmp_path)
+    queues, dispatcher = make([lossy, good], methods=[Method(ident, backoff=0.05)])
+    dispatcher._last_used["good"] = 10**9
+    queues.send_inputs(3, method="ident", topic="t")
+    result = queues.get_result("t", timeout=10)
+    assert result.success is True and result.site == "good"
+    assert result.timestamps.sent - result.moves[0].time >= 0.05
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"retry_on": "sometimes"}, "retry_on must be 'any' or a set"),
+        ({"backoff": -1}, "backoff must be >= 0"),
+        ({"walltime": 0}, "walltime must be > 0"),
+    ],
+)
+def test_bad_retry_settings_are_rejected(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Method(ident, **kwargs)
+
+
 def test_in_flight_task_without_budget_fails_with_reason(make, tmp_path):
     queues, _ = make([LosingSite(cfg("lossy"), tmp_path)])
-    queues.send_inputs(7, method="ident", topic="t")
+    queues.send_inputs(7, method="ident", topic="t", max_retries=0)
     result = queues.get_result("t", timeout=10)
     assert result.success is False and result.failure_info.where == "site"
     assert result.failure_info.message == "workers lost"
+    assert result.moves == []
 
 
 def test_all_sites_down_fails_tasks_with_reason(make, tmp_path):
@@ -206,8 +305,16 @@ def test_all_sites_down_fails_tasks_with_reason(make, tmp_path):
     assert first.args == (1,)
 
 
-def test_failed_task_retried_then_reported(make, tmp_path):
+def test_task_error_not_retried_by_default(make, tmp_path):
     queues, dispatcher = make([ThreadSite(cfg("a"), tmp_path)])
+    queues.send_inputs("k", method="boom", topic="t", max_retries=2)
+    result = queues.get_result("t", timeout=10)
+    assert result.success is False and result.retries == 0
+    assert dispatcher.stats["a"].failed == 1
+
+
+def test_failed_task_retried_then_reported(make, tmp_path):
+    queues, dispatcher = make([ThreadSite(cfg("a"), tmp_path)], methods=[Method(boom, retry_on="any")])
     seen: list[str] = []
     dispatcher.listeners.append(lambda state, task, site: seen.append(state))
     queues.send_inputs("k", method="boom", topic="t", max_retries=2)
@@ -225,10 +332,13 @@ def test_failed_task_retried_then_reported(make, tmp_path):
         "received",
     ]
     assert dispatcher.stats["a"].failed == 3
+    assert [m.reason for m in result.moves] == ["builtins.KeyError"] * 2
+    assert all(m.site == "a" for m in result.moves)
 
 
 def test_method_default_retries(make, tmp_path):
-    queues, _ = make([ThreadSite(cfg("a"), tmp_path)], methods=[Method(boom, max_retries=1)])
+    methods = [Method(boom, max_retries=1, retry_on="any")]
+    queues, _ = make([ThreadSite(cfg("a"), tmp_path)], methods=methods)
     queues.send_inputs("k", method="boom", topic="t")
     assert queues.get_result("t", timeout=10).retries == 1
 

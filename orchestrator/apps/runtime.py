@@ -7,11 +7,14 @@ orchestrator's control side.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -26,6 +29,40 @@ def task_context() -> Mapping[str, Any]:
     return _CONTEXT.get() or {}
 
 
+class TaskTimeout(Exception):
+    """The task ran past the wall time orch gave it (``FailureInfo.reason == 'timeout'``)."""
+
+    reason = "timeout"
+
+    def __init__(self, walltime: float):
+        super().__init__(f"the task ran past its wall time of {walltime:g} s and was stopped")
+        self.details = {"walltime": walltime}
+
+
+@contextmanager
+def _walltime(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`TaskTimeout` in this thread once ``seconds`` have passed.
+
+    Uses ``SIGALRM``, so it works where tasks run on a process's main thread (HTEX and
+    Globus Compute workers); elsewhere orch's own deadline reports the task instead.
+    Simulation wrappers kill their process group when interrupted, so nothing keeps running.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TaskTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run_task(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -38,7 +75,8 @@ def run_task(
         fn: The task's function.
         args: Positional arguments.
         kwargs: Keyword arguments.
-        context: Site-specific settings visible to ``fn`` through :func:`task_context`.
+        context: Site-specific settings visible to ``fn`` through :func:`task_context`;
+            ``walltime`` (seconds) there stops the call with :class:`TaskTimeout`.
 
     Returns:
         A dict with ``ok``, ``value`` (when ok), ``failure`` (exception type, message,
@@ -53,7 +91,8 @@ def run_task(
             from orchestrator.apps.proxies import resolve_arguments
 
             args, kwargs = resolve_arguments(args, kwargs)
-        value = fn(*args, **kwargs)
+        with _walltime((context or {}).get("walltime")):
+            value = fn(*args, **kwargs)
         if context and context.get("data"):
             from orchestrator.apps.proxies import maybe_proxy_result
 

@@ -1,7 +1,7 @@
 """The dispatcher: places tasks on sites, retries them, and records every state change.
 
-Every task state change passes through :meth:`Dispatcher._change`, so one listener there
-(progress display, later the journal) sees the whole life of every task.
+Every task state change passes through :meth:`Dispatcher._change`: the journal writes it
+there before the dispatcher acts on it, then the listeners (e.g. the progress display) see it.
 """
 
 from __future__ import annotations
@@ -17,10 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator.dispatch.journal import Journal, input_key
 from orchestrator.dispatch.methods import MethodRegistry
 from orchestrator.dispatch.results import ResultsWriter
 from orchestrator.exceptions import ConfigError, SiteUnavailableError
-from orchestrator.models import FailureInfo, Result, Sizes, Task, Timestamps
+from orchestrator.models import (
+    TIMEOUT,
+    FailureInfo,
+    Move,
+    Result,
+    Sizes,
+    Task,
+    Timestamps,
+)
 from orchestrator.sites.base import Outcome, Site
 
 if TYPE_CHECKING:
@@ -29,8 +38,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 StateListener = Callable[[str, Task, "Site | None"], None]
-"""``listener(state, task, site)``; states: submitted, waiting, sent, done, failed, retried,
-received."""
+"""``listener(state, task, site)``; states: submitted, replayed, waiting, sent, done, failed,
+retried, received, interrupted."""
+
+WALLTIME_GRACE = 10.0
+"""Seconds orch waits past a task's wall time for the worker's own report before it declares
+the task timed out itself (a worker stuck in native code cannot stop on its own)."""
+
+DOWN_RETRY = 10.0
+"""Seconds before orch first tries to bring a down site back; doubled after each failed try."""
+
+DOWN_RETRY_MAX = 300.0
+"""Longest wait between two tries to bring a down site back."""
 
 
 @dataclass
@@ -42,6 +61,7 @@ class SiteStats:
     in_flight: int = 0
     done: int = 0
     failed: int = 0
+    moved: int = 0
     down: str | None = None
 
     @property
@@ -74,6 +94,12 @@ class Dispatcher:
     site used least recently, so work spreads across sites. Tasks that find no room wait in
     a per-kind backlog and are sent as slots free up.
 
+    Failures: a failed attempt whose reason the method retries (by default site failures and
+    timeouts) is placed again, after the method's back-off, on any up site of its kind, within
+    the task's retry budget; the result lists each move (``Result.moves``). A site that goes
+    down is tried again after :data:`DOWN_RETRY` seconds (doubling), and takes tasks again
+    once it answers.
+
     Args:
         sites: Started site backends.
         methods: The campaign's methods.
@@ -81,6 +107,11 @@ class Dispatcher:
         run_dir: Campaign directory; results go to ``run_dir/results/<topic>.jsonl``.
         data: The campaign's data plane: large arguments move by proxy in the chosen site's
             store, and proxied results are adopted so the campaign's end cleans them up.
+        journal: Where every state change and final result is written before it is acted
+            on; on ``--resume`` it also hands back earlier results for repeated calls.
+        down_retry: Seconds before a down site is first tried again (``None``: never).
+        walltime_grace: Seconds past a task's wall time before orch reports it timed out
+            itself (when the worker could not).
     """
 
     def __init__(
@@ -90,10 +121,14 @@ class Dispatcher:
         deliver: Callable[[Result], None],
         run_dir: Path,
         data: DataPlane | None = None,
+        journal: Journal | None = None,
+        down_retry: float | None = DOWN_RETRY,
+        walltime_grace: float = WALLTIME_GRACE,
     ):
         self.sites = list(sites)
         self.methods = methods
         self.data = data
+        self.journal = journal
         self._deliver = deliver
         self._lock = threading.Lock()
         self._by_kind: dict[str, list[Site]] = {}
@@ -105,16 +140,25 @@ class Dispatcher:
         self._tick = itertools.count()
         self._last_used: dict[str, int] = {s.name: -1 for s in self.sites}
         self._backlog: dict[str, deque[Task]] = {kind: deque() for kind in self._by_kind}
+        self._attempts: dict[tuple[str, int], tuple[Task, Site]] = {}
+        self._timers: set[threading.Timer] = set()
+        self._delayed: dict[str, Task] = {}
         self.stats: dict[str, SiteStats] = {
             s.name: SiteStats(kind=s.kind, capacity=s.capacity) for s in self.sites
         }
         self.listeners: list[StateListener] = []
         self.results = ResultsWriter(run_dir / "results")
         self._closed = False
+        self._idle = threading.Condition(self._lock)
+        self._down_retry = down_retry
+        self._grace = walltime_grace
+        self._stop = threading.Event()
 
     # -- state changes -------------------------------------------------------------------
 
-    def _change(self, state: str, task: Task, site: Site | None = None) -> None:
+    def _change(self, state: str, task: Task, site: Site | None = None, detail: str = "") -> None:
+        if self.journal is not None and state in _JOURNALED:
+            self.journal.event(task.task_id, state, site.name if site else None, detail)
         for listener in self.listeners:
             try:
                 listener(state, task, site)
@@ -125,28 +169,56 @@ class Dispatcher:
         """Tasks of ``kind`` held in orch until a site has room."""
         return len(self._backlog.get(kind, ()))
 
+    def in_flight(self) -> int:
+        """Tasks sent to a site, waiting in orch's backlog, or waiting to be retried."""
+        with self._lock:
+            return len(self._attempts) + sum(map(len, self._backlog.values())) + len(self._delayed)
+
     # -- submission ----------------------------------------------------------------------
 
     def submit(self, task: Task) -> None:
-        """Place ``task`` on a site now, or hold it until one has room."""
+        """Place ``task`` on a site now, or hold it until one has room.
+
+        With a resumed journal, a task whose method and inputs match a result completed in an
+        earlier run gets that result at once (``Result.replayed``), without running again.
+        """
         if self._closed:
             raise SiteUnavailableError("the campaign is shutting down; no new tasks are accepted")
         method = self.methods.get(task.method)
         task.slots = method.slots
+        if task.walltime is None:
+            task.walltime = method.walltime
+        if self.journal is not None:
+            task.input_key = input_key(task.method, task.args, task.kwargs)
+            earlier = self.journal.replay(task.input_key)
+            if earlier is not None:
+                earlier.replayed = True
+                if task.model_version is not None and earlier.model_version is None:
+                    earlier.model_version = task.model_version
+                self._change("replayed", task)
+                self._deliver(earlier)
+                return
+            self.journal.created(
+                task.task_id, task.method, task.topic, task.input_key, task.created
+            )
         self._change("submitted", task)
         self._place_or_hold(task, method.kind)
 
-    def _choose(self, kind: str, slots: int) -> Site | None:
-        """Pick the site for a task (caller holds the lock); ``None`` when none has room."""
+    def _choose(self, kind: str, slots: int, avoid: str | None = None) -> Site | None:
+        """Pick the site for a task (caller holds the lock); ``None`` when none has room.
+
+        ``avoid`` (the site a retried task just failed on) is taken only when no other has
+        room.
+        """
         best: Site | None = None
-        best_key: tuple[float, int] | None = None
+        best_key: tuple[bool, float, int] | None = None
         for site in self._by_kind[kind]:
             if site.is_down:
                 continue
             used = self._slots[site.name]
             if used + slots > site.config.in_flight_limit and used > 0:
                 continue
-            key = (used / site.capacity, self._last_used[site.name])
+            key = (site.name == avoid, used / site.capacity, self._last_used[site.name])
             if best_key is None or key < best_key:
                 best, best_key = site, key
         if best is not None:
@@ -161,7 +233,8 @@ class Dispatcher:
                 site = None
                 hold = False
             else:
-                site = self._choose(kind, task.slots)
+                avoid = task.moves[-1].site if task.moves else None
+                site = self._choose(kind, task.slots, avoid)
                 hold = site is None
                 if hold:
                     self._backlog[kind].append(task)
@@ -181,34 +254,54 @@ class Dispatcher:
         task.site = site.name
         method = self.methods.get(task.method)
         args, kwargs = task.args, task.kwargs
+        task.attempt += 1
+        attempt = (task.task_id, task.attempt)
+        with self._lock:
+            self._attempts[attempt] = (task, site)
         try:
             if self.data is not None and self.data.uses_proxies(site.name):
                 args, kwargs, _ = self.data.proxy_arguments(args, kwargs, site.name)
             task.sent = time.time()
-            future = site.submit(method.function, args, kwargs)
+            self._change("sent", task, site)
+            future = site.submit(method.function, args, kwargs, walltime=task.walltime)
         except SiteUnavailableError as exc:
-            self._release(site, task)
-            self._finish(task, site, Outcome.site_failure("SiteUnavailableError", str(exc)))
+            if self._claim(attempt):
+                self._release(site, task)
+                self._finish(task, site, Outcome.site_failure("SiteUnavailableError", str(exc)))
             return
         except Exception as exc:  # noqa: BLE001 - e.g. arguments that cannot be serialized
-            self._release(site, task)
-            self._finish(
-                task, site, Outcome.site_failure(type(exc).__name__, f"could not send: {exc}")
-            )
+            if self._claim(attempt):
+                self._release(site, task)
+                self._finish(
+                    task, site, Outcome.site_failure(type(exc).__name__, f"could not send: {exc}")
+                )
             return
-        self._change("sent", task, site)
-        future.add_done_callback(lambda fut: self._on_done(task, site, fut))
+        if task.walltime is not None:
+            self._after(task.walltime + self._grace, self._overdue, attempt)
+        future.add_done_callback(lambda fut: self._on_done(attempt, fut))
+
+    def _claim(self, attempt: tuple[str, int]) -> tuple[Task, Site] | None:
+        """Take the attempt out of the in-flight set; ``None`` if something else already did."""
+        with self._lock:
+            claimed = self._attempts.pop(attempt, None)
+            if not self._attempts:
+                self._idle.notify_all()
+            return claimed
 
     def _release(self, site: Site, task: Task) -> None:
         """Free the task's slots at ``site`` and send what the backlog can now place."""
-        ready: list[tuple[Task, Site]] = []
         with self._lock:
             self._slots[site.name] -= task.slots
             self.stats[site.name].in_flight -= 1
-            backlog = self._backlog[site.kind]
+        self._drain_backlog(site.kind)
+
+    def _drain_backlog(self, kind: str) -> None:
+        ready: list[tuple[Task, Site]] = []
+        with self._lock:
+            backlog = self._backlog[kind]
             while backlog:
                 nxt = backlog[0]
-                chosen = self._choose(site.kind, nxt.slots)
+                chosen = self._choose(kind, nxt.slots)
                 if chosen is None:
                     break
                 backlog.popleft()
@@ -216,13 +309,57 @@ class Dispatcher:
         for nxt, chosen in ready:
             self._send(nxt, chosen)
 
+    def _after(self, delay: float, fn: Callable[..., None], *args: object) -> None:
+        """Call ``fn(*args)`` in ``delay`` seconds from a timer thread (cancelled by close)."""
+        timer: threading.Timer
+
+        def fire() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+            fn(*args)
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._timers.add(timer)
+        timer.start()
+
     # -- completion ----------------------------------------------------------------------
 
-    def _on_done(self, task: Task, site: Site, future: Future) -> None:
+    def _on_done(self, attempt: tuple[str, int], future: Future) -> None:
         returned = time.time()
+        claimed = self._claim(attempt)
+        if claimed is None:  # already declared timed out, or interrupted
+            return
+        task, site = claimed
         outcome = site.outcome(future)
         self._release(site, task)
         self._finish(task, site, outcome, returned)
+
+    def _overdue(self, attempt: tuple[str, int]) -> None:
+        claimed = self._claim(attempt)
+        if claimed is None:
+            return
+        task, site = claimed
+        logger.warning(
+            "task %s (%s) on %s: no result %g s past its wall time of %g s",
+            task.task_id,
+            task.method,
+            site.name,
+            self._grace,
+            task.walltime or 0,
+        )
+        self._release(site, task)
+        outcome = Outcome.site_failure(
+            "TaskTimeout",
+            f"no result from site '{site.name}' {self._grace:g} s after the task's wall "
+            f"time of {task.walltime:g} s",
+        )
+        assert outcome.failure is not None
+        outcome.failure["reason"] = TIMEOUT
+        self._finish(task, site, outcome)
 
     def _finish(
         self, task: Task, site: Site | None, outcome: Outcome, returned: float | None = None
@@ -235,21 +372,39 @@ class Dispatcher:
                 stats.failed += 1
         if not outcome.ok and task.retries < task.max_retries and not self._closed:
             method = self.methods.get(task.method)
-            reason = (outcome.failure or {}).get("reason")
+            failure = outcome.failure or {}
+            reason = failure.get("reason")
             if method.should_retry(reason):
                 task.retries += 1
-                self._change("retried", task, site)
-                self._place_or_hold(task, method.kind)
+                message = str(failure.get("message", "")).strip().splitlines()
+                task.moves.append(
+                    Move(
+                        site=site.name if site else None,
+                        reason=str(reason or failure.get("exception_type", "failed")),
+                        message=message[-1][:300] if message else "",
+                        time=time.time(),
+                    )
+                )
+                if site is not None:
+                    self.stats[site.name].moved += 1
+                self._change("retried", task, site, detail=str(reason or ""))
+                delay = method.retry_delay(task.retries)
+                if delay > 0:
+                    with self._lock:
+                        self._delayed[task.task_id] = task
+                    self._after(delay, self._retry_now, task)
+                else:
+                    self._place_or_hold(task, method.kind)
                 return
         if outcome.ok and self.data is not None:
             self.data.adopt(outcome.value)  # a proxied result: removed when the campaign ends
-        failure = None
+        failure_info = None
         if outcome.failure is not None:
-            failure = FailureInfo(**outcome.failure)
+            failure_info = FailureInfo(**outcome.failure)
         result = task.make_result(
             value=outcome.value,
             success=outcome.ok,
-            failure_info=failure,
+            failure_info=failure_info,
             worker_host=outcome.host,
             worker_pid=outcome.pid,
             timestamps=Timestamps(
@@ -261,8 +416,18 @@ class Dispatcher:
             ),
             sizes=Sizes(inputs=outcome.input_size, value=outcome.value_size),
         )
-        self._change("done" if outcome.ok else "failed", task, site)
+        if self.journal is not None:
+            self.journal.finished(result, task.input_key)
+        state = "done" if outcome.ok else "failed"
+        if self.listeners:
+            self._change(state, task, site)
         self._deliver(result)
+
+    def _retry_now(self, task: Task) -> None:
+        with self._lock:
+            if self._delayed.pop(task.task_id, None) is None:
+                return
+        self._place_or_hold(task, self.methods.get(task.method).kind)
 
     def received(self, result: Result) -> None:
         """Record that the thinker took ``result``; append it to its topic's JSONL file."""
@@ -276,11 +441,13 @@ class Dispatcher:
         for result in results:
             self.results.write(result)
 
-    # -- sites going down ----------------------------------------------------------------
+    # -- sites going down and coming back -------------------------------------------------
 
     def _site_down(self, site: Site, reason: str) -> None:
         logger.warning("site %s is down: %s", site.name, reason)
         self.stats[site.name].down = reason
+        if self.journal is not None:
+            self.journal.event("-", "site_down", site.name, reason)
         orphans: list[Task] = []
         with self._lock:
             if all(s.is_down for s in self._by_kind[site.kind]):
@@ -288,15 +455,89 @@ class Dispatcher:
                 self._backlog[site.kind].clear()
         for task in orphans:
             self._finish(task, None, self._no_site_outcome(site.kind))
+        if self._down_retry is not None:
+            self._after(self._down_retry, self._try_revive, site, self._down_retry)
+
+    def _try_revive(self, site: Site, waited: float) -> None:
+        if self._closed or not site.is_down:
+            return
+        try:
+            revived = site.try_revive()
+        except Exception:  # noqa: BLE001 - a failed try leaves the site down
+            logger.warning("site %s: revive failed", site.name, exc_info=True)
+            revived = False
+        if revived and not site.is_down:
+            logger.info("site %s is up again", site.name)
+            self.stats[site.name].down = None
+            if self.journal is not None:
+                self.journal.event("-", "site_up", site.name)
+            self._drain_backlog(site.kind)
+            return
+        wait = min(DOWN_RETRY_MAX, waited * 2)
+        self._after(wait, self._try_revive, site, wait)
+
+    # -- stopping --------------------------------------------------------------------------
 
     def stop_accepting(self) -> None:
         """Refuse new tasks and retries from now on (the campaign is ending)."""
         self._closed = True
 
-    def close(self) -> None:
-        """Stop accepting tasks and flush the results files (sites are shut down by the owner)."""
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every task sent to a site to come back.
+
+        Returns:
+            Whether none is left in flight.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._attempts:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def interrupt(self) -> list[Task]:
+        """Give up on every task still running, waiting or due for a retry.
+
+        Each is journaled as ``interrupted`` (``--resume`` runs it again); it gets no result,
+        and late results from sites are ignored.
+
+        Returns:
+            The interrupted tasks.
+        """
         self.stop_accepting()
+        with self._lock:
+            stopped = [task for task, _ in self._attempts.values()]
+            self._attempts.clear()
+            for backlog in self._backlog.values():
+                stopped.extend(backlog)
+                backlog.clear()
+            stopped.extend(self._delayed.values())
+            self._delayed.clear()
+            self._idle.notify_all()
+        for task in stopped:
+            self._change("interrupted", task)
+        return stopped
+
+    def close(self) -> None:
+        """Stop accepting tasks, cancel timers, flush the results files, close the journal.
+
+        Sites are shut down by their owner.
+        """
+        self.stop_accepting()
+        self._stop.set()
+        with self._lock:
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()
         self.results.close()
+        if self.journal is not None:
+            self.journal.close()
+
+
+_JOURNALED = frozenset({"waiting", "sent", "retried", "interrupted"})
+"""States journaled as plain events (created and final results have their own records)."""
 
 
 def _task_of(result: Result) -> Task:

@@ -7,8 +7,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from orchestrator.exceptions import ConfigError, UnknownMethodError
+from orchestrator.models import SITE_FAILURE, TIMEOUT
 
 SiteKindName = Literal["cpu", "gpu"]
+
+TRANSIENT_REASONS = frozenset({SITE_FAILURE, TIMEOUT})
+"""Failure reasons retried by default: the site failed (worker lost, site down or unreachable)
+or the task ran past its wall time. An error raised by the task's own code is not retried
+unless the method says so (``retry_on``), since it would most likely happen again."""
+
+MAX_BACKOFF = 300.0
+"""Longest wait (seconds) before a retry, however many retries came before."""
 
 
 @dataclass(frozen=True)
@@ -22,18 +31,26 @@ class Method:
         name: Name used in ``send_inputs(method=...)``; defaults to the function's name.
         kind: Which kind of site runs it: ``cpu`` or ``gpu``.
         slots: Site slots (workers) one task occupies.
-        max_retries: Default retry budget when ``send_inputs`` does not give one.
-        retry_on: Failure reasons worth a retry (``FailureInfo.reason``, e.g.
-            ``{"site_failure"}`` for transient site problems only); ``None`` retries any failure
-            within the budget.
+        max_retries: Default retry budget when ``send_inputs`` does not give one. A task
+            that moves off a failed site uses one retry.
+        retry_on: Failure reasons worth a retry (``FailureInfo.reason``); default
+            :data:`TRANSIENT_REASONS` (site failures and timeouts). ``"any"`` retries every
+            failure within the budget, e.g. ``{"site_failure", "not_converged"}`` adds one.
+        backoff: Seconds before the first retry; each further retry waits twice as long
+            (at most :data:`MAX_BACKOFF`). 0 retries at once.
+        walltime: Seconds a task may run on its worker before it is stopped and reported
+            failed with reason ``timeout``; ``None`` for no limit. ``send_inputs(walltime=...)``
+            overrides it per call.
     """
 
     function: Callable[..., Any]
     name: str = ""
     kind: SiteKindName = "cpu"
     slots: int = 1
-    max_retries: int = 0
-    retry_on: frozenset[str] | None = None
+    max_retries: int = 2
+    retry_on: frozenset[str] | Literal["any"] = TRANSIENT_REASONS
+    backoff: float = 0.0
+    walltime: float | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.function):
@@ -50,12 +67,27 @@ class Method:
             raise ConfigError(f"method {self.name}: slots must be >= 1 (got {self.slots})")
         if self.max_retries < 0:
             raise ConfigError(f"method {self.name}: max_retries must be >= 0")
-        if self.retry_on is not None:
+        if self.retry_on != "any":
+            if isinstance(self.retry_on, str):
+                raise ConfigError(
+                    f"method {self.name}: retry_on must be 'any' or a set of failure reasons, "
+                    f"e.g. {{'site_failure', 'timeout'}}"
+                )
             object.__setattr__(self, "retry_on", frozenset(self.retry_on))
+        if self.backoff < 0:
+            raise ConfigError(f"method {self.name}: backoff must be >= 0 seconds")
+        if self.walltime is not None and self.walltime <= 0:
+            raise ConfigError(f"method {self.name}: walltime must be > 0 seconds, or None")
 
     def should_retry(self, reason: str | None) -> bool:
         """Whether a failure with ``reason`` is worth a retry of this method."""
-        return self.retry_on is None or (reason is not None and reason in self.retry_on)
+        return self.retry_on == "any" or (reason is not None and reason in self.retry_on)
+
+    def retry_delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first)."""
+        if self.backoff <= 0:
+            return 0.0
+        return float(min(MAX_BACKOFF, self.backoff * 2 ** (retry - 1)))
 
 
 class MethodRegistry:

@@ -114,15 +114,36 @@ class Site(ABC):
         for listener in self._down_listeners:
             listener(self, reason)
 
+    def mark_up(self) -> None:
+        """Declare the site able to take tasks again (after :meth:`try_revive` succeeded)."""
+        with self._lock:
+            self.down_reason = None
+
+    def try_revive(self) -> bool:
+        """Try to make a down site usable again; True (and the site up) when it answers.
+
+        The dispatcher calls it from time to time while the site is down. The default cannot
+        revive anything.
+        """
+        return False
+
     @abstractmethod
     def start(self) -> None:
         """Make the site ready (may be lazy for remote sites)."""
 
     @abstractmethod
     def submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        walltime: float | None = None,
     ) -> Future[Any]:
-        """Send one call of ``fn`` (wrapped by ``run_task``) to the site."""
+        """Send one call of ``fn`` (wrapped by ``run_task``) to the site.
+
+        ``walltime`` (seconds), when given, is enforced on the worker: the call is stopped
+        and reported as a failure with reason ``timeout``.
+        """
 
     @abstractmethod
     def outcome(self, future: Future[Any]) -> Outcome:

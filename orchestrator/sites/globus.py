@@ -367,7 +367,11 @@ class GlobusSite(Site):
     # -- submission ------------------------------------------------------------------------
 
     def submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        walltime: float | None = None,
     ) -> Future[Any]:
         """Send ``run_task(fn, args, kwargs)`` to the endpoint.
 
@@ -400,7 +404,10 @@ class GlobusSite(Site):
             )
         try:
             with self._submit_lock:
-                future = executor.submit(run_task, fn, tuple(args), dict(kwargs), self.task_context)
+                context = self.task_context
+                if walltime is not None:
+                    context = {**context, "walltime": walltime}
+                future = executor.submit(run_task, fn, tuple(args), dict(kwargs), context)
         except Exception as exc:  # noqa: BLE001 - registration/submission failures
             if executor is not self._executor:
                 raise SiteUnavailableError(
@@ -456,6 +463,22 @@ class GlobusSite(Site):
         endpoint_id = self.config.endpoint_id
         if endpoint_id is None:
             raise ConfigError("endpoint_id is required for backend 'globus'")
+        client = self._build_client()
+        executor = Executor(
+            endpoint_id=endpoint_id,
+            client=client,
+            user_endpoint_config=dict(self.config.user_endpoint_config) or None,
+            resource_specification=dict(self.config.resource_specification) or None,
+            label=f"orch-{self.name}",
+        )
+        # Executors inherit the last task group any Executor in the process used; a site
+        # sharing one would share its result stream with other sites (and cancel their
+        # futures on shutdown). Let the service create a task group for this executor.
+        executor.task_group_id = None
+        return executor
+
+    def _build_client(self) -> Any:
+        """A Compute ``Client`` whose every HTTP call is bounded by ``http_timeout``."""
         timeout = self.config.http_timeout
         app = self._build_app(timeout)
         # do_version_check=False: the check is a network call in the constructor; the first
@@ -469,18 +492,23 @@ class GlobusSite(Site):
             _bound_client(web_client, timeout)
             if service_url:
                 web_client.base_url = service_url
-        executor = Executor(
-            endpoint_id=endpoint_id,
-            client=client,
-            user_endpoint_config=dict(self.config.user_endpoint_config) or None,
-            resource_specification=dict(self.config.resource_specification) or None,
-            label=f"orch-{self.name}",
-        )
-        # Executors inherit the last task group any Executor in the process used; a site
-        # sharing one would share its result stream with other sites (and cancel their
-        # futures on shutdown). Let the service create a task group for this executor.
-        executor.task_group_id = None
-        return executor
+        return client
+
+    def try_revive(self) -> bool:
+        """Ask the service for the endpoint's status; revive the site if it answers online."""
+        if self._closed:
+            return False
+        try:
+            status = self._build_client().get_endpoint_status(self.config.endpoint_id)
+        except Exception as exc:  # noqa: BLE001 - still unreachable: stays down
+            log.info("site '%s': still down: %s", self.name, self._reason(exc))
+            return False
+        state = str(status.get("status", "")) if hasattr(status, "get") else ""
+        if state and state != "online":
+            log.info("site '%s': endpoint answers but is %s", self.name, state)
+            return False
+        self.revive()
+        return not self.is_down
 
     def _build_app(self, timeout: float) -> globus_sdk.GlobusApp:
         """A GlobusApp like the SDK's own, with bounded HTTP and no interactive login."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -75,10 +76,16 @@ def unpack_outcome(packed: bytes, input_size: int | None) -> Outcome:
         details = result.error_details
         code = details.code if details is not None else "RemoteExecutionError"
         text = str(result.data)
-        last = text.strip().splitlines()[-1] if text.strip() else code
+        lines = [line.strip() for line in text.splitlines() if line.strip(" -\t")]
+        last = lines[-1] if lines else code
         return Outcome.site_failure(code, last, traceback=text[-4000:], input_size=input_size)
     record = _SERIALIZER.deserialize(result.data)
     return Outcome.from_worker(record, input_size=input_size, value_size=len(result.data))
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip(" -\t")]
+    return (lines[0] if lines else "no detail")[:200]
 
 
 class LocalSite(Site):
@@ -101,8 +108,10 @@ class LocalSite(Site):
         super().__init__(config, run_dir, context)
         self._extra_paths = list(extra_paths or [])
         self._engine: GlobusComputeEngine | None = None
-        self._packed: dict[Callable[..., Any], str] = {}
+        self._packed: dict[tuple[Callable[..., Any], float | None], str] = {}
         self._endpoint_id = uuid.uuid5(uuid.NAMESPACE_URL, f"orch-local-site:{config.name}")
+        self._life = threading.RLock()  # a restart and a shutdown never overlap
+        self._closed = False
 
     def _worker_init(self) -> str:
         lines = []
@@ -144,22 +153,29 @@ class LocalSite(Site):
             engine.start(endpoint_id=self._endpoint_id, run_dir=str(self.working_dir))
             engine.scale_out(1)
         except BaseException:
-            self.shutdown()
+            self._stop_engine()
             raise
         logger.info("site %s: local engine started in %s", self.name, self.working_dir)
 
     def submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        walltime: float | None = None,
     ) -> Future[Any]:
         """Pack the call and hand it to the engine; the future completes with packed bytes."""
         engine = self._engine
         if engine is None or self.is_down:
             raise SiteUnavailableError(self.down_reason or f"site '{self.name}' is not started")
         task_id = uuid.uuid4()
-        packed_function = self._packed.get(fn)
+        packed_function = self._packed.get((fn, walltime))
         if packed_function is None:  # once per method: only arguments are serialized per task
-            packed_function = _SERIALIZER.serialize(TaskWrapper(fn, self.task_context))
-            self._packed[fn] = packed_function
+            context = self.task_context
+            if walltime is not None:
+                context = {**context, "walltime": walltime}
+            packed_function = _SERIALIZER.serialize(TaskWrapper(fn, context))
+            self._packed[(fn, walltime)] = packed_function
         packed = pack_call(task_id, fn, args, kwargs, packed_function)
         future = GCFuture(task_id)
         future.input_size = len(packed)
@@ -167,15 +183,53 @@ class LocalSite(Site):
         return future
 
     def outcome(self, future: Future[Any]) -> Outcome:
-        """Decode the engine's packed result (never raises)."""
+        """Decode the engine's packed result (never raises).
+
+        A failure that left the engine unusable (its worker pool died, so Parsl set its
+        "bad state") marks the site down: every later task would fail the same way.
+        """
         input_size = getattr(future, "input_size", None)
         try:
-            return unpack_outcome(future.result(), input_size)
+            outcome = unpack_outcome(future.result(), input_size)
         except Exception as exc:  # noqa: BLE001 - a bad reply is a site failure, not a crash
-            return Outcome.site_failure(type(exc).__name__, str(exc), input_size=input_size)
+            outcome = Outcome.site_failure(type(exc).__name__, str(exc), input_size=input_size)
+        if not outcome.ok and outcome.failure and outcome.failure.get("where") == "site":
+            engine = self._engine
+            if engine is not None and engine.executor.bad_state_is_set:
+                self.mark_down(
+                    f"site '{self.name}': its workers were lost ("
+                    f"{_one_line(outcome.failure.get('message', ''))}); orch restarts them"
+                )
+        return outcome
+
+    def try_revive(self) -> bool:
+        """Replace a dead engine by a fresh one (new interchange and workers)."""
+        with self._life:
+            if self._closed or not self.is_down:
+                return not self.is_down and not self._closed
+            logger.info("site %s: restarting its engine", self.name)
+            old, self._engine = self._engine, None
+            if old is not None:
+                try:
+                    old.shutdown()
+                except Exception:  # noqa: BLE001 - the old engine is being replaced anyway
+                    logger.debug("site %s: old engine: stop failed", self.name, exc_info=True)
+            self._packed.clear()
+            try:
+                self.start()
+            except Exception:  # noqa: BLE001 - stays down; the dispatcher tries again later
+                logger.warning("site %s: engine restart failed", self.name, exc_info=True)
+                return False
+            self.mark_up()
+            return True
 
     def shutdown(self) -> None:
         """Stop the interchange and workers (idempotent)."""
+        with self._life:
+            self._closed = True
+        self._stop_engine()
+
+    def _stop_engine(self) -> None:
         engine, self._engine = self._engine, None
         if engine is None:
             return
