@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -81,13 +82,69 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+DEFAULT_CAMPAIGN = "molecular-design"
+"""What ``orch launch`` runs when no campaign is named."""
+
+
+def _check_writable(run_dir: Path, flag: str) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"{flag} {run_dir}: cannot create it ({exc.strerror}); choose a writable path")
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        fail(f"{flag} {run_dir}: not writable; fix its permissions or choose another directory")
+
+
+def _resume_facts(resume: Path) -> dict[str, Any]:
+    """The journaled facts of the run in ``resume`` (exit 2 when it is not a run directory)."""
+    from orchestrator.dispatch.journal import JOURNAL_NAME, Journal, is_run_dir
+
+    if not resume.is_dir():
+        fail(f"--resume {resume}: no such directory; give the run directory of an earlier launch")
+    if not is_run_dir(resume):
+        fail(
+            f"--resume {resume}: not a run directory ({JOURNAL_NAME} is missing); give the "
+            "'run dir:' that `orch launch` printed"
+        )
+    _check_writable(resume, "--resume")
+    try:
+        journal = Journal(resume)
+        facts = journal.meta()
+        journal.close()
+    except ConfigError as exc:
+        fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - e.g. a corrupt database file
+        fail(f"--resume {resume}: cannot read {JOURNAL_NAME} ({exc}); the run cannot be resumed")
+    if "campaign" not in facts:
+        fail(f"--resume {resume}: its journal names no campaign; start a new run instead")
+    return facts
+
+
+def _absolute_ref(campaign: str) -> str:
+    """A ``file.py:Class`` reference with an absolute path, so a resume works from anywhere."""
+    module_ref, sep, class_name = campaign.rpartition(":")
+    if sep and module_ref.endswith(".py"):
+        return f"{Path(module_ref).resolve()}:{class_name}"
+    return campaign
+
+
 @app.command()
 def launch(
     campaign: Annotated[
-        str,
-        typer.Argument(help="Built-in name (demo), package.module:Class or path/to/file.py:Class."),
-    ],
-    sites: SitesOption = Path("sites"),
+        str | None,
+        typer.Argument(
+            help="Built-in name (molecular-design, demo, xtb-screen, ip-search), "
+            "package.module:Class or path/to/file.py:Class [default: molecular-design, or the "
+            "resumed run's].",
+            show_default=False,
+        ),
+    ] = None,
+    sites: Annotated[
+        Path | None,
+        typer.Option(
+            "--sites", help="Directory of site YAML files [default: sites, or the resumed run's]."
+        ),
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option("--run-dir", help="Campaign directory [default: runs/NAME-TIME].")
     ] = None,
@@ -108,22 +165,56 @@ def launch(
             "[default: an embedded server in RUN_DIR/mlflow].",
         ),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue the run in this directory: results in its journal are replayed, "
+            "not recomputed; -o values override its options.",
+        ),
+    ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace",
+            min=0,
+            help="On Ctrl-C/SIGTERM, seconds to wait for running tasks before stopping them.",
+        ),
+    ] = 30.0,
 ) -> None:
-    """Run a campaign across the sites in --sites."""
+    """Run a campaign across the sites in --sites (or continue one with --resume)."""
     from orchestrator.config.campaign import parse_options
     from orchestrator.runner import load_campaign, run_campaign
 
+    facts: dict[str, Any] = {}
+    if resume is not None:
+        facts = _resume_facts(resume.resolve())
+        if run_dir is not None and run_dir.resolve() != resume.resolve():
+            fail("--run-dir: a resumed run continues in its own directory; leave --run-dir out")
+        if campaign is not None and campaign != facts["campaign"]:
+            fail(
+                f"campaign {campaign!r}: the run in {resume} is of campaign "
+                f"{facts['campaign']!r}; leave the campaign out to resume it"
+            )
+        campaign = facts["campaign"]
+        run_dir = resume
+        if sites is None and facts.get("sites"):
+            sites = Path(facts["sites"])
+    campaign = campaign or DEFAULT_CAMPAIGN
+    sites = sites or Path("sites")
     configs = _load(sites)
     try:
         cls, extra_paths = load_campaign(campaign)
-        options = parse_options(cls, option or [])
+        options = parse_options(cls, option or [], base=facts.get("options"))
     except ConfigError as exc:
         fail(str(exc))
     run_dir = (run_dir or _default_run_dir(campaign)).resolve()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        fail(f"--run-dir {run_dir}: cannot create it ({exc.strerror}); choose a writable path")
+    _check_writable(run_dir, "--run-dir")
+    if resume is None and (run_dir / "journal.sqlite").exists():
+        fail(
+            f"--run-dir {run_dir}: holds an earlier run; continue it with --resume {run_dir} "
+            "or choose another directory"
+        )
     _setup_logging(run_dir / "orch.log", verbose)
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
@@ -141,24 +232,42 @@ def launch(
             extra_paths,
             on_session=on_session,
             tracking_uri=tracking_uri,
+            resume=resume is not None,
+            meta={
+                "campaign": _absolute_ref(campaign),
+                "options": options.model_dump(mode="json") if options is not None else {},
+                "sites": str(sites.resolve()),
+            },
+            grace=grace,
+            notify=lambda line: err.print(line, highlight=False, soft_wrap=True),
         )
     except ConfigError as exc:
         fail(str(exc))
     except RegistryUnavailableError as exc:  # e.g. a wrong --tracking-uri
         fail(str(exc))
     except KeyboardInterrupt:
-        err.print(f"interrupted: sites stopped; results so far are in {run_dir / 'results'}")
+        err.print(
+            f"interrupted: sites stopped; results so far are in {run_dir / 'results'}; "
+            f"continue with: orch launch --resume {run_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback in the log
         logging.getLogger("orchestrator.cli").exception("campaign failed")
         fail(f"{exc} (traceback in {run_dir / 'orch.log'})", code=1)
 
     table = Table(title="tasks per site")
-    for column in ("site", "done", "failed"):
+    for column in ("site", "done", "failed", "moved"):
         table.add_column(column)
     for name, counts in summary.per_site.items():
-        table.add_row(name, str(counts["done"]), str(counts["failed"]))
+        table.add_row(name, str(counts["done"]), str(counts["failed"]), str(counts["moved"]))
     out.print(table)
+    if summary.replayed:
+        out.print(
+            f"replayed from the journal (not run again): {summary.replayed} result(s)",
+            highlight=False,
+        )
     if summary.summary:
         out.print(summary.summary, highlight=False, soft_wrap=True)
     out.print(f"run dir: {run_dir}  ({summary.seconds:.1f} s)", highlight=False, soft_wrap=True)

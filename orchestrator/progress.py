@@ -7,19 +7,25 @@ from collections.abc import Iterator
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.runner import Session
 
 
 def site_table(session: Session) -> Table:
-    """Per site: kind, waiting in orch, queued at the site, running, done, failed, state."""
+    """Per site: kind, waiting in orch, queued, running, done, failed, moved away, state.
+
+    ``moved`` counts attempts that failed at the site and were retried (on another site when
+    one had room); a down site shows why.
+    """
     table = Table(title=f"orch: {session.run_dir}", expand=False)
-    for column in ("site", "kind", "waiting", "queued", "running", "done", "failed", "state"):
+    columns = ("site", "kind", "waiting", "queued", "running", "done", "failed", "moved", "state")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("site", "kind", "state") else "right")
     dispatcher = session.dispatcher
     for name, stats in dispatcher.stats.items():
-        state = "[red]down[/red]" if stats.down else "[green]up[/green]"
+        state = f"[red]down[/red] {escape(stats.down)}" if stats.down else "[green]up[/green]"
         table.add_row(
             name,
             stats.kind,
@@ -28,6 +34,7 @@ def site_table(session: Session) -> Table:
             str(stats.running),
             str(stats.done),
             str(stats.failed),
+            str(stats.moved),
             state,
         )
     return table

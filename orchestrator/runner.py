@@ -37,6 +37,7 @@ from orchestrator.config.sites import SiteConfig
 from orchestrator.data import DataPlane
 from orchestrator.dispatch import Dispatcher, MethodRegistry
 from orchestrator.dispatch.dispatcher import check_kinds
+from orchestrator.dispatch.journal import Journal
 from orchestrator.exceptions import CampaignError, ConfigError
 from orchestrator.queues import Queues
 from orchestrator.sites import make_site
@@ -126,6 +127,7 @@ class Session:
     sites: list[Site]
     run_dir: Path
     data: DataPlane
+    journal: Journal | None = None
 
 
 def _start_sites(
@@ -156,11 +158,14 @@ def open_session(
     topics: set[str],
     run_dir: Path,
     extra_paths: list[str] | None = None,
+    journal: Journal | None = None,
 ) -> Iterator[Session]:
     """Start the sites and wire queues to a dispatcher; stop everything on exit.
 
     Every site is shut down on the way out, whether the block ends normally, raises, or is
-    interrupted (KeyboardInterrupt), so no engine process outlives the session.
+    interrupted (KeyboardInterrupt), so no engine process outlives the session. With a
+    ``journal``, results it holds that the results files lack (a crash came between the two)
+    are written there first; the journal is closed on exit.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     needed = methods.kinds()
@@ -172,9 +177,24 @@ def open_session(
     data = DataPlane({c.name: c.data for c in configs}, campaign=run_dir.name)
     try:
         sites = _start_sites(configs, run_dir, extra_paths or [], data)
-        dispatcher = Dispatcher(sites, methods, queues.put_result, run_dir, data=data)
+        dispatcher = Dispatcher(
+            sites, methods, queues.put_result, run_dir, data=data, journal=journal
+        )
+        if journal is not None:
+            dispatcher.undelivered(
+                r
+                for r in journal.completed_results()
+                if r.task_id not in dispatcher.results.written
+            )
         queues.attach(dispatcher)
-        yield Session(queues=queues, dispatcher=dispatcher, sites=sites, run_dir=run_dir, data=data)
+        yield Session(
+            queues=queues,
+            dispatcher=dispatcher,
+            sites=sites,
+            run_dir=run_dir,
+            data=data,
+            journal=journal,
+        )
     finally:
         if dispatcher is not None:
             dispatcher.stop_accepting()
@@ -183,6 +203,8 @@ def open_session(
         if dispatcher is not None:
             dispatcher.undelivered(queues.drain())
             dispatcher.close()
+        elif journal is not None:
+            journal.close()
         data.close()  # after the sites: a late task could re-create a store's directory
 
 
@@ -195,6 +217,7 @@ class RunSummary:
     per_site: dict[str, dict[str, int]]
     agent_errors: list[tuple[str, BaseException]] = field(default_factory=list)
     summary: str = ""
+    replayed: int = 0
 
 
 def build_thinker(
@@ -249,6 +272,10 @@ def run_campaign(
     extra_paths: list[str] | None = None,
     on_session: Callable[[Session], contextlib.AbstractContextManager[Any]] | None = None,
     tracking_uri: str | None = None,
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
+    grace: float = 30.0,
+    notify: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run a campaign class to completion on the given sites.
 
@@ -262,16 +289,30 @@ def run_campaign(
             e.g. a live progress display.
         tracking_uri: MLflow tracking URI for campaigns with ``registry_model`` (default: an
             embedded server in ``run_dir/mlflow``).
+        resume: Continue an earlier run of ``run_dir``: calls that match results in its
+            journal get them back instead of running again.
+        meta: Run facts to keep in the journal (campaign, options, sites) for ``--resume``.
+        grace: On Ctrl-C/SIGTERM, seconds to wait for running tasks before interrupting
+            them (a second Ctrl-C stops at once).
+        notify: Called with one-line messages for the user (stopping, waiting).
 
     Returns:
         Per-site counts, agent failures and the campaign's summary line.
+
+    Raises:
+        KeyboardInterrupt: the run was stopped; tasks still running were journaled as
+            interrupted, so ``--resume`` runs them again.
     """
     methods = campaign_methods(cls)
     topics = campaign_topics(cls, methods)
     started = time.monotonic()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(run_dir, resume=resume)
+    if meta:
+        journal.set_meta(meta)
     with (
         model_registry(cls, run_dir, tracking_uri) as get_registry,
-        open_session(site_configs, methods, topics, run_dir, extra_paths) as session,
+        open_session(site_configs, methods, topics, run_dir, extra_paths, journal) as session,
     ):
         registry = get_registry()
         try:
@@ -287,9 +328,10 @@ def run_campaign(
                 _run_interruptibly(thinker)
             except KeyboardInterrupt:
                 thinker.done.set()
+                _stop_gracefully(session.dispatcher, grace, notify or logger.warning)
                 raise
         per_site = {
-            name: {"done": s.done, "failed": s.failed, "in_flight": s.in_flight}
+            name: {"done": s.done, "failed": s.failed, "moved": s.moved, "in_flight": s.in_flight}
             for name, s in session.dispatcher.stats.items()
         }
         summary_fn = getattr(thinker, "summary", None)
@@ -305,7 +347,29 @@ def run_campaign(
         per_site=per_site,
         agent_errors=list(getattr(thinker, "agent_errors", [])),
         summary=summary,
+        replayed=journal.replayed,
     )
+
+
+def _stop_gracefully(dispatcher: Dispatcher, grace: float, notify: Callable[[str], None]) -> None:
+    """Stop submitting, wait up to ``grace`` s for running tasks, interrupt the rest."""
+    dispatcher.stop_accepting()
+    running = dispatcher.in_flight()
+    try:
+        if running and grace > 0:
+            notify(
+                f"stopping: waiting up to {grace:g} s for {running} running task(s) "
+                "(Ctrl-C again to stop now)"
+            )
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and not dispatcher.wait_idle(0.2):
+                pass
+    except KeyboardInterrupt:
+        notify("stopping now")
+    finally:
+        stopped = dispatcher.interrupt()
+        if stopped:
+            notify(f"{len(stopped)} task(s) interrupted; `orch launch --resume` runs them again")
 
 
 def _run_interruptibly(thinker: BaseThinker) -> None:

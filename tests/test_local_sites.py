@@ -27,7 +27,7 @@ METHODS = MethodRegistry(
         Method(square),
         Method(add),
         Method(fail_always),
-        Method(fail_first),
+        Method(fail_first, retry_on="any"),
         Method(gpu_visible, kind="gpu"),
         Method(halve, name="generate", kind="gpu"),
         Method(square, name="simulate"),

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.exceptions import ConfigError
 
 
-def parse_options(cls: type, pairs: Sequence[str]) -> BaseModel | None:
+def parse_options(
+    cls: type, pairs: Sequence[str], base: Mapping[str, Any] | None = None
+) -> BaseModel | None:
     """Build the campaign's ``Options`` from ``key=value`` strings.
+
+    Args:
+        cls: The campaign class (its ``Options`` model validates the values).
+        pairs: ``key=value`` strings from the command line.
+        base: Values to start from (a resumed run's options); ``pairs`` override them.
 
     Raises:
         ConfigError: a pair is malformed, names an unknown option or has a bad value.
@@ -20,7 +28,9 @@ def parse_options(cls: type, pairs: Sequence[str]) -> BaseModel | None:
         if pairs:
             raise ConfigError(f"campaign {cls.__name__}: takes no options (got {', '.join(pairs)})")
         return None
-    values: dict[str, str] = {}
+    values: dict[str, Any] = {
+        k: v for k, v in (base or {}).items() if k in options_cls.model_fields
+    }
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip().replace("-", "_")

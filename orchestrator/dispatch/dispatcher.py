@@ -296,6 +296,8 @@ class Dispatcher:
         self._drain_backlog(site.kind)
 
     def _drain_backlog(self, kind: str) -> None:
+        if self._closed:  # stopping: what waits in the backlog is interrupted, not sent
+            return
         ready: list[tuple[Task, Site]] = []
         with self._lock:
             backlog = self._backlog[kind]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -20,7 +21,8 @@ class ResultsWriter:
 
     The thread wakes at most every ``interval`` seconds and writes what arrived meanwhile, so
     a busy campaign does not pay a thread wake-up per result on its hot path; ``flush`` and
-    ``close`` write at once.
+    ``close`` write at once. A task id is written once: a result already in the files (from
+    an earlier run of a resumed campaign) is not written again.
     """
 
     def __init__(self, directory: Path, interval: float = 0.05):
@@ -28,6 +30,9 @@ class ResultsWriter:
         self.interval = interval
         self._wake = threading.Event()
         directory.mkdir(parents=True, exist_ok=True)
+        self.written: set[str] = set()
+        for path in sorted(directory.glob("*.jsonl")):
+            self.written.update(_recover(path))
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._files: dict[str, IO[str]] = {}
         self._thread = threading.Thread(target=self._run, name="orch-results", daemon=True)
@@ -69,6 +74,9 @@ class ResultsWriter:
                     self._files.clear()
                     return
                 assert isinstance(entry, Result)
+                if entry.task_id in self.written:
+                    continue
+                self.written.add(entry.task_id)
                 try:
                     handle = self._file(entry.topic)
                     handle.write(entry.to_json() + "\n")
@@ -93,3 +101,25 @@ class ResultsWriter:
             self._queue.put(_STOP)
             self._wake.set()
             self._thread.join()
+
+
+def _recover(path: Path) -> list[str]:
+    """Task ids in a results file; a last line cut short by a crash is removed first.
+
+    Only the last line can be partial (the file is only appended to); any other line that
+    does not parse is kept as it is and skipped.
+    """
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    ids: list[str] = []
+    for line in lines:
+        try:
+            ids.append(json.loads(line)["task_id"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s: skipping a line that is not a result", path)
+    if tail:
+        logger.warning("%s: removing a partial last line (%d bytes)", path, len(tail))
+        with open(path, "r+b") as handle:
+            handle.truncate(len(data) - len(tail))
+    return ids

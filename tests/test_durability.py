@@ -1,0 +1,180 @@
+"""Crash and resume: SIGKILL ``orch launch`` at a random point, ``--resume``, compare.
+
+Also: Ctrl-C waits for running tasks and journals the rest; the journal and results files
+are repaired and reused as documented.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import read_results
+from durable_campaign import expected_outcome
+
+TESTS = Path(__file__).parent
+CAMPAIGN = f"{TESTS / 'durable_campaign.py'}:ChainCampaign"
+ROUNDS, BATCH = 10, 20  # 200 tasks
+
+SITE = """\
+name: chain-cpu
+kind: cpu
+backend: local
+capacity: 2
+"""
+
+
+@pytest.fixture
+def sites_dir(tmp_path) -> Path:
+    folder = tmp_path / "sites"
+    folder.mkdir()
+    (folder / "chain-cpu.yaml").write_text(SITE)
+    return folder
+
+
+def orch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "orchestrator.cli", "launch", *args]
+
+
+def calls(calls_dir: Path) -> Counter[tuple[int, int]]:
+    """Every call of the task function, as seen by the workers."""
+    seen: Counter[tuple[int, int]] = Counter()
+    for log in calls_dir.glob("calls-*.log"):
+        for line in log.read_text().splitlines():
+            if line.strip():
+                value, index = map(int, line.split())
+                seen[(value, index)] += 1
+    return seen
+
+
+def kill_everything(proc: subprocess.Popen, run_dir: Path) -> None:
+    """SIGKILL orch and every process it started (as a crash of the node would)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    for p in psutil.process_iter(["cmdline"]):
+        if str(run_dir) in " ".join(p.info["cmdline"] or ()):
+            p.kill()
+
+
+def assert_nothing_left(tmp_path: Path) -> None:
+    """No process that works in this test's directories is still running."""
+    alive = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and str(tmp_path) in " ".join(
+            p.info["cmdline"] or ()
+        ):
+            alive.append(p)
+    _, alive = psutil.wait_procs(alive, timeout=15)
+    assert not alive, [" ".join(p.cmdline())[:120] for p in alive]
+
+
+def journaled_inputs(run_dir: Path) -> list[tuple[int, int]]:
+    """Inputs of the results the journal holds (what was completed before the crash)."""
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        rows = db.execute("SELECT result FROM results WHERE memo = 1").fetchall()
+    return [tuple(pickle.loads(blob).args[:2]) for (blob,) in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_random_point_then_resume(tmp_path, sites_dir, seed):
+    run_dir = tmp_path / "run"
+    calls_dir = tmp_path / "calls"
+    calls_dir.mkdir()
+    opts = ["-o", f"rounds={ROUNDS}", "-o", f"batch={BATCH}", "-o", f"calls_dir={calls_dir}"]
+    kill_after = random.Random(seed).randint(1, ROUNDS * BATCH - 10)
+
+    proc = subprocess.Popen(
+        orch("--sites", str(sites_dir), CAMPAIGN, "--run-dir", str(run_dir), "--no-progress")
+        + opts,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while sum(calls(calls_dir).values()) < kill_after:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the campaign made no progress"
+        time.sleep(0.005)
+    kill_everything(proc, run_dir)
+    completed_before = journaled_inputs(run_dir)
+    calls_before = calls(calls_dir)
+
+    resumed = subprocess.run(
+        orch("--resume", str(run_dir), "--no-progress"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+
+    # Same outcome as an uninterrupted run (computed without orch)
+    assert f"outcome: {expected_outcome(ROUNDS, BATCH)};" in resumed.stdout
+    # Every task completed exactly once in the results
+    records = read_results(run_dir, "step")
+    assert len(records) == ROUNDS * BATCH
+    assert len({r["task_id"] for r in records}) == len(records)
+    inputs = Counter(tuple(r["args"][:2]) for r in records)
+    assert len(inputs) == ROUNDS * BATCH and all(r["success"] for r in records)
+    # No completed task ran again: its worker-side call count did not change on resume
+    after = calls(calls_dir)
+    assert completed_before, "the kill came before any task completed"
+    for key in completed_before:
+        assert after[key] == calls_before[key] == 1, key
+    # Tasks not completed before the crash ran (again) after it
+    assert set(after) == set(inputs)
+    replayed = int(resumed.stdout.split("replayed: ")[1].split()[0])
+    assert replayed == len(completed_before)
+    assert_nothing_left(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ctrl_c_waits_for_running_tasks_then_resume_finishes(tmp_path, sites_dir):
+    # At most 2 tasks at the site: the others wait in orch and are interrupted at Ctrl-C
+    (sites_dir / "chain-cpu.yaml").write_text(SITE + "max_in_flight: 2\n")
+    run_dir = tmp_path / "run"
+    calls_dir = tmp_path / "calls"
+    calls_dir.mkdir()
+    opts = ["-o", "rounds=3", "-o", "batch=6", "-o", f"calls_dir={calls_dir}", "-o", "pause=0.5"]
+    proc = subprocess.Popen(
+        orch("--sites", str(sites_dir), CAMPAIGN, "--run-dir", str(run_dir), "--no-progress")
+        + opts
+        + ["--grace", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while sum(calls(calls_dir).values()) < 3:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "waiting up to 60 s for" in err and "--resume" in err
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        states = Counter(s for (s,) in db.execute("SELECT state FROM events"))
+    # The tasks running at Ctrl-C finished; the ones held in orch were interrupted
+    assert states["done"] >= 3 and states["interrupted"] >= 1
+    assert states["done"] + states["interrupted"] == states["created"]
+    resumed = subprocess.run(
+        orch("--resume", str(run_dir), "--no-progress"), capture_output=True, text=True, timeout=200
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"outcome: {expected_outcome(3, 6)};" in resumed.stdout
+    assert len(read_results(run_dir, "step")) == 18
+    assert all(n == 1 for key, n in calls(calls_dir).items())
+    assert_nothing_left(tmp_path)
