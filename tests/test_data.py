@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from redis_server import REDIS_SERVER, redis_server
 
 from orchestrator.apps.proxies import (
+    PrefixedRedisConnector,
     ProxyResolveFailed,
     is_proxy,
     maybe_proxy_result,
@@ -59,15 +60,45 @@ def redis_config(port: int, threshold: int = 100_000) -> DataConfig:
     return DataConfig(connector="redis", host="127.0.0.1", port=port, threshold_bytes=threshold)
 
 
-@pytest.fixture(params=["file", "redis"])
+def multi_config(base: Path, port: int, threshold: int = 100_000) -> DataConfig:
+    """Objects up to 1 MB in Redis, larger ones in files."""
+    return DataConfig.model_validate(
+        {
+            "connector": "multi",
+            "connectors": [
+                {"connector": "redis", "host": "127.0.0.1", "port": port, "max_bytes": MB},
+                {"connector": "file", "path": str(base)},
+            ],
+            "threshold_bytes": threshold,
+        }
+    )
+
+
+def stored(managed) -> dict[str, int]:
+    """How many objects a managed store holds now, per backend (files, Redis keys)."""
+    counts = {"file": 0, "redis": 0}
+    for directory in managed.owned_dirs:
+        if directory.exists():
+            counts["file"] += sum(1 for f in directory.iterdir() if not f.name.endswith(".ready"))
+    connector = managed.store.connector
+    members = [c for c, _ in getattr(connector, "connectors", {}).values()] or [connector]
+    for member in members:
+        if isinstance(member, PrefixedRedisConnector):
+            counts["redis"] += len(member.keys())
+    return counts
+
+
+@pytest.fixture(params=["file", "redis", "multi"])
 def plane(request, tmp_path) -> Any:
-    """A plane with one site 'a' on a File or a Redis store (threshold 100 kB)."""
+    """A plane with one site 'a' on a File, a Redis or a multi store (threshold 100 kB)."""
     if request.param == "file":
         config = file_config(tmp_path / "store")
     else:
-        config = redis_config(
-            request.getfixturevalue("redis_db").connection_pool.connection_kwargs["port"]
-        )
+        port = request.getfixturevalue("redis_db").connection_pool.connection_kwargs["port"]
+        if request.param == "redis":
+            config = redis_config(port)
+        else:
+            config = multi_config(tmp_path / "store", port)
     with DataPlane({"a": config}) as data_plane:
         yield data_plane
 
@@ -373,3 +404,317 @@ def test_stores_are_per_campaign(tmp_path):
         proxy = one.share(np.ones(10), "a")
         two.close()
         assert isinstance(proxy, Proxy) and float(one.resolve(proxy).sum()) == 10.0
+
+
+# --- more connectors: config ---------------------------------------------------------------
+
+EP_A = "3bfb82cd-04d4-40a7-b8ce-2f03f9ce37ac"
+EP_B = "dbd45418-9bb1-46ae-b4fc-d72b8acda768"
+
+
+def two_collections(**first: Any) -> list[dict]:
+    return [
+        {"uuid": EP_A, "endpoint_path": "/p/orch", "local_path": "/lus/p/orch",
+         "host_regex": "login.*", **first},
+        {"uuid": EP_B, "endpoint_path": "/~/orch", "local_path": "/home/me/orch",
+         "host_regex": "laptop"},
+    ]  # fmt: skip
+
+
+def test_config_more_connectors_valid(tmp_path):
+    endpoint = DataConfig.model_validate(
+        {"connector": "endpoint", "endpoint": EP_A, "peers": [EP_B], "relay": "ws://h:8700"}
+    )
+    assert endpoint.endpoint_group() == [EP_A, EP_B]
+    assert endpoint.store_key() == ("endpoint", "ws://h:8700")
+    other = DataConfig(connector="endpoint", endpoint=EP_B, relay="ws://h:8700")
+    assert other.store_key() == endpoint.store_key()  # same relay: one store, peered
+    multi = multi_config(tmp_path, 6379)
+    assert multi.store_key()[0] == "multi" and multi.connectors is not None
+    assert [m.max_bytes for m in multi.connectors] == [MB, None]
+    globus = DataConfig.model_validate({"connector": "globus", "collections": two_collections()})
+    assert globus.collections is not None and len(globus.collections) == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"connector": "endpoint"}, "data.endpoint: required by connector 'endpoint'"),
+        ({"connector": "endpoint", "endpoint": "not-a-uuid"}, "uuid_parsing"),
+        (
+            {"connector": "endpoint", "endpoint": EP_A, "relay": "http://h:1"},
+            "data.relay: 'http://h:1' is not a ws:// or wss:// address",
+        ),
+        ({"connector": "endpoint", "endpoint": EP_A, "path": "/x"}, "data.path: not used"),
+        ({"connector": "file", "path": "/x", "peers": [EP_A]}, "data.peers: not used"),
+        ({"connector": "multi"}, "data.connectors: required by connector 'multi'"),
+        (
+            {"connector": "multi", "connectors": [{"connector": "file", "path": "/x"}]},
+            "data.connectors: has 1 store(s)",
+        ),
+        (
+            {"connector": "multi", "connectors": [
+                {"connector": "redis", "host": "h", "port": 1},
+                {"connector": "file", "path": "/x"}]},
+            "data.connectors[0].max_bytes: required on every store but the last",
+        ),
+        (
+            {"connector": "multi", "connectors": [
+                {"connector": "redis", "host": "h", "port": 1, "max_bytes": 5},
+                {"connector": "file", "path": "/x", "max_bytes": 9}]},
+            "data.connectors[1].max_bytes: set on the last store",
+        ),
+        (
+            {"connector": "multi", "connectors": [
+                {"connector": "redis", "host": "h", "max_bytes": 5},
+                {"connector": "file", "path": "/x"}]},
+            "data.connectors[0].port: required by connector 'redis'",
+        ),
+        (
+            {"connector": "multi", "connectors": [
+                {"connector": "file", "path": "/x", "max_bytes": 9},
+                {"connector": "redis", "host": "h", "port": 1, "max_bytes": 5},
+                {"connector": "file", "path": "/y"}]},
+            "data.connectors[1].max_bytes: 5 is not larger than the previous store's 9",
+        ),
+        (
+            {"connector": "multi", "connectors": [
+                {"connector": "file", "path": "/x", "max_bytes": 9},
+                {"connector": "file", "path": "/x"}]},
+            "data.connectors[1]: is the same store as data.connectors[0]",
+        ),
+        (
+            {"connector": "multi", "connectors": [
+                {"connector": "endpoint", "endpoint": EP_A, "max_bytes": 9},
+                {"connector": "file", "path": "/x"}]},
+            "literal_error",
+        ),
+        ({"connector": "globus"}, "data.collections: required by connector 'globus'"),
+        (
+            {"connector": "globus", "collections": two_collections()[:1]},
+            "data.collections: has 1 collection(s)",
+        ),
+        (
+            {"connector": "globus", "collections": two_collections(uuid=EP_B)},
+            f"data.collections[1].uuid: {EP_B} is listed twice",
+        ),
+        ({"connector": "globus", "collections": two_collections(local_path="")}, "too_short"),
+    ],
+)  # fmt: skip
+def test_config_more_connectors_errors(data, expected):
+    with pytest.raises(ValidationError) as info:
+        DataConfig.model_validate(data)
+    text = str(info.value) + " ".join(e["type"] for e in info.value.errors())
+    assert expected in text
+
+
+def test_site_file_errors_are_one_line(tmp_path):
+    from orchestrator.config.sites import load_site_file
+    from orchestrator.exceptions import OrchError
+
+    site = tmp_path / "s.yaml"
+    site.write_text(
+        "kind: cpu\nbackend: local\ncapacity: 1\n"
+        "data:\n  connector: multi\n  connectors:\n"
+        "    - {connector: redis, host: h, port: 1}\n    - {connector: file, path: /x}\n"
+    )
+    with pytest.raises(OrchError) as info:
+        load_site_file(site)
+    message = str(info.value)
+    assert "\n" not in message and str(site) in message
+    assert "data.connectors[0].max_bytes: required on every store but the last" in message
+
+
+# --- multi connector ---------------------------------------------------------------------
+
+
+def test_multi_puts_by_size_and_close_removes_both(tmp_path, redis_db):
+    port = redis_db.connection_pool.connection_kwargs["port"]
+    redis_db.set("not-orchs", b"keep me")
+    base = tmp_path / "store"
+    p = DataPlane({"a": multi_config(base, port)})
+    managed = p.store_for("a")
+    assert stored(managed) == {"file": 0, "redis": 0}
+    small, large = np.ones(50_000), np.ones(500_000)  # 400 kB, 4 MB: both above 100 kB
+    args, _, n = p.proxy_arguments((small, large), {}, "a")
+    assert n == 2 and stored(managed) == {"file": 1, "redis": 1}
+    keys = [get_factory(a).key for a in args]
+    assert [k.connector_name for k in keys] == ["0-redis", "1-file"]
+    copies = [pickle.loads(pickle.dumps(a)) for a in args]
+    np.testing.assert_array_equal(run_child_resolve(copies[0]), small)
+    np.testing.assert_array_equal(run_child_resolve(copies[1]), large)
+    p.close()
+    assert stored(managed) == {"file": 0, "redis": 0}
+    assert not (base / managed.name).exists() and list(base.iterdir()) == []
+    assert redis_db.dbsize() == 1 and redis_db.get("not-orchs") == b"keep me"
+
+
+def run_child_resolve(proxy: Proxy) -> Any:
+    """Resolve ``proxy`` in a fresh process (no store registered there), as a worker does."""
+    code = (
+        "import pickle, sys\n"
+        "from orchestrator.apps.proxies import resolve_arguments\n"
+        "(value,), _ = resolve_arguments((pickle.load(sys.stdin.buffer),), {})\n"
+        "sys.stdout.buffer.write(pickle.dumps(value))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps(proxy),
+        capture_output=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return pickle.loads(done.stdout)
+
+
+def test_multi_unreachable_member_is_a_clear_error(tmp_path):
+    from redis_server import free_port
+
+    base = tmp_path / "store"
+    with pytest.raises(DataStoreError, match=r"does not answer.*data\.connectors\[0\]\.host"):
+        DataPlane({"a": multi_config(base, free_port())})
+    assert not base.exists() or list(base.iterdir()) == []
+
+
+# --- per-call threshold and per-task eviction ----------------------------------------------
+
+
+def test_threshold_override_per_call(plane):
+    managed = plane.store_for("a")
+    medium = np.ones(5_000)  # 40 kB: under the site's 100 kB
+    args, _, n = plane.proxy_arguments((medium,), {}, "a")
+    assert n == 0 and args[0] is medium
+    args, _, n = plane.proxy_arguments((medium,), {}, "a", threshold=1_000)
+    assert n == 1 and is_proxy(args[0]) and sum(stored(managed).values()) == 1
+    big = np.ones(50_000)  # 400 kB: over the site's threshold, under the method's
+    args, _, n = plane.proxy_arguments((big,), {}, "a", threshold=10 * MB)
+    assert n == 0 and args[0] is big and sum(stored(managed).values()) == 1
+    # an object already proxied is reused whatever the threshold of the call
+    args, _, n = plane.proxy_arguments((medium,), {}, "a", threshold=10 * MB)
+    assert n == 1 and is_proxy(args[0])
+    with pytest.raises(ValueError, match="threshold"):
+        plane.proxy_arguments((medium,), {}, "a", threshold=-1)
+
+
+def test_task_done_evicts_what_only_that_task_used(plane):
+    managed = plane.store_for("a")
+    model = np.ones(100_000)
+    shared = plane.share(model, "a")
+    own1, own2 = np.full(100_000, 1.0), b"y" * 300_000  # weak-referable and pinned
+    reused = np.full(100_000, 3.0)
+    args1, kwargs1, n1 = plane.proxy_arguments(
+        (own1, model, reused), {"b": own2}, "a", task_id="t1"
+    )
+    args2, _, n2 = plane.proxy_arguments((reused, model, 7), {}, "a", task_id="t2")
+    assert n1 == 4 and n2 == 2 and args2[0] is args1[2] and args2[1] is shared
+    assert sum(stored(managed).values()) == 4  # model, own1, own2, reused
+    assert plane.task_done("t1") == 2  # own1 and own2; `reused` is now shared with t2
+    assert sum(stored(managed).values()) == 2
+    assert not managed.store.exists(get_factory(args1[0]).key)
+    assert not managed.store.exists(get_factory(kwargs1["b"]).key)
+    assert managed.store.exists(get_factory(shared).key)
+    assert managed.store.exists(get_factory(args1[2]).key)
+    assert plane.task_done("t1") == 0 and plane.task_done("never-sent") == 0
+    assert plane.task_done("t2") == 0  # it put nothing of its own
+    assert sum(stored(managed).values()) == 2
+    # the evicted object, sent again, is put again (not the dead proxy)
+    again, _, _ = plane.proxy_arguments((own1,), {}, "a", task_id="t3")
+    assert again[0] is not args1[0] and managed.store.exists(get_factory(again[0]).key)
+    del own1  # the object may die before its task ends: still evicted
+    assert plane.task_done("t3") == 1 and sum(stored(managed).values()) == 2
+
+
+def test_task_done_spares_objects_shared_later(tmp_path):
+    with DataPlane({"a": file_config(tmp_path)}) as p:
+        managed = p.store_for("a")
+        weights = np.ones(100_000)
+        args, _, _ = p.proxy_arguments((weights,), {}, "a", task_id="t1")
+        assert p.share(weights, "a") is args[0]  # shared after the fact
+        assert p.task_done("t1") == 0 and managed.store.exists(get_factory(args[0]).key)
+        # released by hand before the task ended: not counted twice
+        blob = np.ones(100_000)
+        args, _, _ = p.proxy_arguments((blob,), {}, "a", task_id="t2")
+        assert p.release(blob) == 1 and p.task_done("t2") == 0
+
+
+# --- endpoint and globus connectors at the boundary ------------------------------------------
+
+
+def test_endpoint_without_a_local_endpoint_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROXYSTORE_HOME", str(tmp_path / "empty-home"))
+    config = DataConfig(connector="endpoint", endpoint=EP_A, peers=[EP_B])
+    with pytest.raises(DataStoreError) as info:
+        DataPlane({"a": config})
+    message = str(info.value)
+    assert "\n" not in message and EP_A in message and EP_B in message
+    assert "no endpoint of" in message and "empty-home" in message
+
+
+def test_endpoint_relay_not_answering_is_a_clear_error(tmp_path, monkeypatch):
+    from redis_server import free_port
+
+    monkeypatch.setenv("PROXYSTORE_HOME", str(tmp_path / "empty-home"))
+    relay = f"ws://127.0.0.1:{free_port()}"
+    config = DataConfig(connector="endpoint", endpoint=EP_A, relay=relay)
+    with pytest.raises(DataStoreError, match=f"relay {relay} does not answer"):
+        DataPlane({"a": config})
+
+
+def globus_config(host_regex: str) -> DataConfig:
+    return DataConfig.model_validate(
+        {"connector": "globus", "collections": two_collections(host_regex=host_regex)}
+    )
+
+
+def test_globus_connector_arguments_are_campaign_scoped():
+    from proxystore.connectors.globus import GlobusEndpoints
+
+    from orchestrator.data.stores import globus_endpoints
+
+    config = globus_config("login.*")
+    assert config.collections is not None
+    endpoints = globus_endpoints(config.collections, "orch-c1-globus-0")
+    parsed = GlobusEndpoints.from_dict(endpoints)  # what GlobusConnector accepts
+    assert len(parsed) == 2
+    first = parsed[EP_A]
+    assert first.endpoint_path == "/p/orch/orch-c1-globus-0"
+    assert first.local_path == "/lus/p/orch/orch-c1-globus-0"
+    assert parsed.get_by_host("login03").uuid == EP_A
+    assert parsed.get_by_host("laptop").uuid == EP_B
+
+
+def test_globus_without_a_local_collection_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROXYSTORE_HOME", str(tmp_path / "home"))
+    with pytest.raises(DataStoreError, match="no `data.collections` entry has a host_regex"):
+        DataPlane({"a": globus_config("no-such-host-[0-9]+")})
+
+
+def test_globus_not_logged_in_is_a_clear_error(tmp_path, monkeypatch):
+    from proxystore.utils.environment import hostname
+
+    monkeypatch.setenv("PROXYSTORE_HOME", str(tmp_path / "home"))  # no tokens there
+    monkeypatch.delenv("PROXYSTORE_GLOBUS_CLIENT_ID", raising=False)
+    monkeypatch.delenv("PROXYSTORE_GLOBUS_CLIENT_SECRET", raising=False)
+    with pytest.raises(DataStoreError) as info:
+        DataPlane({"a": globus_config(hostname())})
+    message = str(info.value)
+    assert "not logged in to Globus" in message and "proxystore-globus-auth login" in message
+    assert "\n" not in message
+
+
+@pytest.mark.slow
+def test_globus_unreachable_is_a_clear_error(tmp_path, monkeypatch):
+    """Client credentials make the SDK ask Globus Auth for a token: offline it cannot."""
+    from proxystore.utils.environment import hostname
+
+    monkeypatch.setenv("PROXYSTORE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PROXYSTORE_GLOBUS_CLIENT_ID", EP_A)
+    monkeypatch.setenv("PROXYSTORE_GLOBUS_CLIENT_SECRET", "not-a-secret")
+    with pytest.raises(DataStoreError) as info:
+        DataPlane({"a": globus_config(hostname())})
+    message = str(info.value)
+    # offline: Globus does not answer; online: the made-up client is refused
+    assert "Globus does not answer" in message or "not logged in to Globus" in message
+    assert "\n" not in message

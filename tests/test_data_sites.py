@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from apps_for_tests import describe, make_bytes
 from conftest import TESTS_DIR
+from data_apps import backends_used
+from proxystore.proxy import get_factory
+from redis_server import REDIS_SERVER, redis_server
 
 from orchestrator.apps.proxies import is_proxy
 from orchestrator.config.sites import SiteConfig
@@ -25,6 +29,11 @@ def site(store_root):
 
 def stored_files(root):
     return [p for p in root.rglob("*") if p.is_file()]
+
+
+def stored_objects(root):
+    """Objects in file stores under ``root`` (not counting FileConnector's ready markers)."""
+    return [p for p in stored_files(root) if not p.name.endswith(".ready")]
 
 
 @pytest.fixture(scope="module")
@@ -96,4 +105,45 @@ def test_nothing_left_after_a_campaign(tmp_path):
         taken = s.queues.get_result("d", timeout=120)
         assert taken.success
         assert stored_files(root)  # data is in the store while the campaign runs
+    assert stored_files(root) == []
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed")
+def test_multi_connector_small_to_redis_large_to_files(tmp_path):
+    """A site whose store is a multi-connector: workers resolve and put through it."""
+    (tmp_path / "redis").mkdir()
+    root = tmp_path / "store"
+    with redis_server(tmp_path / "redis") as port:
+        data = DataConfig.model_validate(
+            {
+                "connector": "multi",
+                "connectors": [
+                    {"connector": "redis", "host": "127.0.0.1", "port": port,
+                     "max_bytes": 1_000_000},
+                    {"connector": "file", "path": str(root)},
+                ],
+                "threshold_bytes": THRESHOLD,
+            }
+        )  # fmt: skip
+        config = SiteConfig(name="cpu", kind="cpu", backend="local", capacity=1, data=data)
+        methods = MethodRegistry([Method(describe), Method(make_bytes), Method(backends_used)])
+        client = redis.Redis(host="127.0.0.1", port=port)
+        with open_session([config], methods, {"d"}, tmp_path / "run", [str(TESTS_DIR)]) as s:
+            name = s.data.store_for("cpu").name
+            # arguments: the worker process never registered the store before resolving
+            first = run(s, b"m" * 200_000, name, method="backends_used")
+            assert first.success, first.failure_info
+            assert first.value == (200_000, ["0-redis", "1-file"])
+            assert client.dbsize() == 1 and not stored_objects(root)
+            large = run(s, b"l" * 3_000_000, method="describe")
+            assert large.value == ("bytes", 3_000_000) and len(stored_objects(root)) == 1
+            # results: the worker puts by size too
+            small_result = run(s, 100_000, method="make_bytes")
+            big_result = run(s, 2_000_000, method="make_bytes")
+            keys = [get_factory(r.value).key for r in (small_result, big_result)]
+            assert [k.connector_name for k in keys] == ["0-redis", "1-file"]
+            assert small_result.value == b"x" * 100_000 and big_result.value == b"x" * 2_000_000
+            assert s.data.puts == 2
+        assert client.dbsize() == 0  # nothing of the campaign is left in Redis
+        client.close()
     assert stored_files(root) == []

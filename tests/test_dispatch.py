@@ -314,7 +314,9 @@ def test_task_error_not_retried_by_default(make, tmp_path):
 
 
 def test_failed_task_retried_then_reported(make, tmp_path):
-    queues, dispatcher = make([ThreadSite(cfg("a"), tmp_path)], methods=[Method(boom, retry_on="any")])
+    queues, dispatcher = make(
+        [ThreadSite(cfg("a"), tmp_path)], methods=[Method(boom, retry_on="any")]
+    )
     seen: list[str] = []
     dispatcher.listeners.append(lambda state, task, site: seen.append(state))
     queues.send_inputs("k", method="boom", topic="t", max_retries=2)

@@ -178,3 +178,94 @@ def test_ctrl_c_waits_for_running_tasks_then_resume_finishes(tmp_path, sites_dir
     assert len(read_results(run_dir, "step")) == 18
     assert all(n == 1 for key, n in calls(calls_dir).items())
     assert_nothing_left(tmp_path)
+
+
+def kill_site_workers(run_dir: Path, site: str) -> int:
+    """SIGKILL the worker pool (manager and workers) of one local site; how many died."""
+    marker = str(run_dir / "sites" / site) + "/"
+    victims = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or ())
+        if "process_worker_pool" in cmd and marker in cmd:
+            victims.extend([p, *p.children(recursive=True)])
+    for p in victims:
+        p.kill()
+    return len(victims)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_killed_site_workers_lose_no_task(tmp_path):
+    import threading
+
+    from durable_campaign import ChainOptions
+
+    from orchestrator.config.sites import SiteConfig
+    from orchestrator.runner import load_campaign, run_campaign
+
+    cls, extra = load_campaign(CAMPAIGN)
+    configs = [
+        SiteConfig(name=name, kind="cpu", backend="local", capacity=2) for name in ("a", "b")
+    ]
+    run_dir = tmp_path / "run"
+    calls_dir = tmp_path / "calls"
+    calls_dir.mkdir()
+    options = ChainOptions(rounds=6, batch=12, calls_dir=str(calls_dir), pause=0.2)
+    done: dict[str, object] = {}
+    runner = threading.Thread(
+        target=lambda: done.update(summary=run_campaign(cls, configs, run_dir, options, extra))
+    )
+    runner.start()
+    deadline = time.monotonic() + 120
+    while sum(calls(calls_dir).values()) < 20:
+        assert runner.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+    assert kill_site_workers(run_dir, "a") >= 1
+    runner.join(timeout=240)
+    assert not runner.is_alive()
+    summary = done["summary"]
+    assert f"outcome: {expected_outcome(6, 12)};" in summary.summary
+    records = read_results(run_dir, "step")
+    assert len(records) == 72 and all(r["success"] for r in records)
+    assert len({tuple(r["args"][:2]) for r in records}) == 72
+    moved = [r for r in records if r["moves"]]
+    assert moved, "no task was running on the killed site"
+    for r in moved:
+        assert r["moves"][-1]["site"] == "a" and r["moves"][-1]["reason"] == "site_failure"
+    assert summary.per_site["a"]["moved"] == len(moved)
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        downs = db.execute("SELECT site, detail FROM events WHERE state = 'site_down'").fetchall()
+    assert downs and downs[0][0] == "a" and "workers were lost" in downs[0][1]
+    assert_nothing_left(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_local_site_restarts_its_engine_after_losing_workers(tmp_path):
+    from durable_campaign import step
+
+    from orchestrator.config.sites import SiteConfig
+    from orchestrator.sites.local import LocalSite
+
+    config = SiteConfig(name="r", kind="cpu", backend="local", capacity=1)
+    site = LocalSite(config, tmp_path, extra_paths=[str(TESTS)])
+    downs: list[str] = []
+    site.on_down(lambda s, reason: downs.append(reason))
+    site.start()
+    try:
+        future = site.submit(step, (1, 1, str(tmp_path), 5.0), {})
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("calls-*.log")):  # the task is running
+            assert not future.done(), site.outcome(future)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert kill_site_workers(tmp_path, "r") >= 1
+        lost = site.outcome(future)  # waits for the engine to notice
+        assert not lost.ok and lost.failure["where"] == "site"
+        assert site.is_down and downs and "workers were lost" in downs[0]
+        assert site.try_revive() is True and not site.is_down
+        again = site.outcome(site.submit(step, (2, 2, str(tmp_path), 0.0), {}))
+        assert again.ok and again.value == (2 * 31 + 4 + 7)
+    finally:
+        site.shutdown()
+    assert_nothing_left(tmp_path)

@@ -12,6 +12,7 @@ everyone using it.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,10 +20,10 @@ from typing import Any
 from proxystore.connectors.redis import RedisConnector, RedisKey
 from proxystore.proxy import Proxy, ProxyResolveError, extract, get_factory
 from proxystore.serialize import BytesLike
-from proxystore.store import get_or_create_store, get_store
+from proxystore.store import get_store
 from proxystore.store.base import Store
 from proxystore.store.config import StoreConfig
-from proxystore.store.exceptions import ProxyResolveMissingKeyError
+from proxystore.store.exceptions import ProxyResolveMissingKeyError, StoreExistsError
 from proxystore.store.factory import StoreFactory
 from proxystore.store.lifetimes import Lifetime
 
@@ -174,6 +175,49 @@ def proxy_serialized(
     return store.proxy_from_key(key, evict=evict)
 
 
+_OPEN_LOCK = threading.Lock()
+
+
+def open_store(config: StoreConfig | Mapping[str, Any]) -> Store[Any]:
+    """The store registered in this process under ``config``'s name, built and registered first.
+
+    Unlike ProxyStore's ``get_or_create_store``, the connector is rebuilt with its
+    ``from_config`` (ProxyStore 1.1.0 passes the options as keyword arguments instead, which
+    fails for a ``MultiConnector``). The store is never closed here.
+
+    Raises:
+        Exception: Whatever the connector raises when it cannot be built (e.g. an
+            ``EndpointConnector`` that finds no endpoint of its group on this machine).
+    """
+    name = config["name"] if isinstance(config, Mapping) else config.name
+    store = get_store(name)
+    if store is not None:
+        return store
+    with _OPEN_LOCK:
+        store = get_store(name)
+        if store is not None:
+            return store
+        if not isinstance(config, StoreConfig):
+            config = StoreConfig.model_validate(config)
+        kind = config.connector.get_connector_type()
+        connector = kind.from_config(dict(config.connector.options))
+        try:
+            return Store(
+                config.name,
+                connector,
+                serializer=config.serializer,
+                deserializer=config.deserializer,
+                cache_size=config.cache_size,
+                metrics=config.metrics,
+                populate_target=config.populate_target,
+                register=True,
+            )
+        except StoreExistsError:  # ProxyStore itself registered it meanwhile (another thread)
+            existing = get_store(config.name)
+            assert existing is not None
+            return existing
+
+
 def store_from_context(context: Mapping[str, Any] | None) -> tuple[Store[Any], int] | None:
     """The site's store (registered in this process, never closed) and threshold, if any.
 
@@ -183,13 +227,7 @@ def store_from_context(context: Mapping[str, Any] | None) -> tuple[Store[Any], i
     settings = (context or {}).get(CONTEXT_KEY)
     if not settings:
         return None
-    raw = settings["store"]
-    name = raw["name"] if isinstance(raw, Mapping) else raw.name
-    store = get_store(name)
-    if store is None:
-        config = raw if isinstance(raw, StoreConfig) else StoreConfig.model_validate(raw)
-        store = get_or_create_store(config, register=True)
-    return store, int(settings["threshold_bytes"])
+    return open_store(settings["store"]), int(settings["threshold_bytes"])
 
 
 def maybe_proxy_result(value: Any, context: Mapping[str, Any] | None) -> Any:
@@ -268,6 +306,9 @@ def _resolve(value: Any, where: str) -> Any:
     if not is_proxy(value):
         return value
     try:
+        factory = get_factory(value)
+        if isinstance(factory, StoreFactory):
+            open_store(factory.store_config)  # registered before ProxyStore rebuilds it
         return extract(value)
     except Exception as exc:  # noqa: BLE001 - never let ProxyResolveError escape
         error = resolve_failure(exc, where)

@@ -245,6 +245,7 @@ _RANGE: dict[str, tuple[str, str]] = {
 _SHAPES: dict[str, str] = {
     "list_type": "a list",
     "dict_type": "a mapping",
+    "model_type": "a mapping",
     "string_type": "text",
     "path_type": "a path",
 }
@@ -285,6 +286,8 @@ def _show(value: Any, limit: int = 60) -> str:
 def _field_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for "the key itself" (e.g. an unknown code)
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

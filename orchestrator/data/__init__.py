@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.data.config import DataConfig
+from orchestrator.data.config import DataConfig, GlobusCollection, MultiMember
 
 if TYPE_CHECKING:
     from orchestrator.apps.proxies import DataMovementError, ProxyPutFailed, ProxyResolveFailed
@@ -31,7 +31,9 @@ __all__ = [
     "DataMovementError",
     "DataPlane",
     "DataStoreError",
+    "GlobusCollection",
     "ManagedStore",
+    "MultiMember",
     "ProxyPutFailed",
     "ProxyResolveFailed",
 ]

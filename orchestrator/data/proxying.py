@@ -30,10 +30,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Shared:
-    """One object already put in one store, and the proxy every task reuses."""
+    """One object already put in one store, and the proxy every task reuses.
+
+    ``owner``: the task it was put for, while no other task (nor :meth:`DataPlane.share`)
+    used it; ``None`` once shared, or when put without a task id.
+    """
 
     proxy: Proxy[Any]
     ref: Any  # weakref.ref to the object, or the object itself (pinned, not weak-referable)
+    owner: str | None = None
 
 
 class DataPlane:
@@ -48,6 +53,14 @@ class DataPlane:
     Shared inputs: an object (by identity, while it is alive) sent to many tasks of sites
     using one store is put once and the same proxy is reused. Do not mutate an object after
     sending it: later tasks would get the first version.
+
+    Per-task objects: an argument put for one task (``proxy_arguments(..., task_id=...)``)
+    that no other task reuses and that was not given to :meth:`share` is evicted by
+    :meth:`task_done` as soon as the task has finished, instead of at the campaign's end.
+
+    ``endpoint`` sites naming the same relay share one store whose peer group is every such
+    site's endpoint and peers: a proxy made at one site is resolved at another peer-to-peer,
+    without passing through orch.
 
     Args:
         sites: Site name -> its ``data:`` section (``None``: the site moves everything by value).
@@ -76,9 +89,16 @@ class DataPlane:
         self._by_site: dict[str, ManagedStore] = {}
         self._thresholds: dict[str, int] = {}
         self._shared: dict[tuple[str, int], _Shared] = {}
-        self._moved: dict[tuple[str, int], tuple[Proxy[Any], Proxy[Any]]] = {}
+        self._moved: dict[tuple[str, int], tuple[Proxy[Any], _Shared]] = {}
         self._pinned: OrderedDict[tuple[str, int], None] = OrderedDict()
+        # task id -> (table, key, entry) of what was put for it; entries are held here so
+        # that one whose object died (and left _shared) can still be evicted.
+        self._by_task: dict[str, list[tuple[str, tuple[str, int], _Shared]]] = {}
         self._max_pinned = max_pinned
+        groups: dict[tuple[object, ...], list[str]] = {}
+        for config in sites.values():
+            if config is not None:
+                groups.setdefault(config.store_key(), []).extend(config.endpoint_group())
         try:
             for site, config in sites.items():
                 if config is None:
@@ -86,7 +106,12 @@ class DataPlane:
                 managed = self._by_key.get(config.store_key())
                 if managed is None:
                     name = f"orch-{self.campaign}-{config.connector}-{len(self._by_key)}"
-                    managed = build_store(config, name, cache_size=cache_size)
+                    managed = build_store(
+                        config,
+                        name,
+                        cache_size=cache_size,
+                        endpoints=groups[config.store_key()],
+                    )
                     self._by_key[managed.key] = managed
                 managed.sites.append(site)
                 self._by_site[site] = managed
@@ -145,7 +170,10 @@ class DataPlane:
 
     # --- putting --------------------------------------------------------------------------
 
-    def _lookup(self, managed: ManagedStore, obj: Any) -> Proxy[Any] | None:
+    def _lookup(
+        self, managed: ManagedStore, obj: Any, task_id: str | None = None
+    ) -> Proxy[Any] | None:
+        """The proxy already made for ``obj`` in ``managed``; used by ``task_id`` from now."""
         entry = self._shared.get((managed.name, id(obj)))
         if entry is None:
             return None
@@ -154,9 +182,13 @@ class DataPlane:
             return None
         if (managed.name, id(obj)) in self._pinned:
             self._pinned.move_to_end((managed.name, id(obj)))
+        if entry.owner is not None and entry.owner != task_id:
+            entry.owner = None  # reused by another task (or shared): lives for the campaign
         return entry.proxy
 
-    def _remember(self, managed: ManagedStore, obj: Any, proxy: Proxy[Any]) -> None:
+    def _remember(
+        self, managed: ManagedStore, obj: Any, proxy: Proxy[Any], task_id: str | None = None
+    ) -> None:
         key = (managed.name, id(obj))
         shared = self._shared
 
@@ -169,7 +201,10 @@ class DataPlane:
             while len(self._pinned) > self._max_pinned:
                 old, _ = self._pinned.popitem(last=False)
                 shared.pop(old, None)
-        shared[key] = _Shared(proxy=proxy, ref=ref)
+        entry = _Shared(proxy=proxy, ref=ref, owner=task_id)
+        shared[key] = entry
+        if task_id is not None:
+            self._by_task.setdefault(task_id, []).append(("shared", key, entry))
 
     def _put(self, managed: ManagedStore, data: bytes) -> Proxy[Any]:
         proxy = proxy_serialized(managed.store, data, lifetime=managed.lifetime)
@@ -187,16 +222,18 @@ class DataPlane:
             return obj
         with self._lock:
             managed = self.store_for(site)
-            proxy = self._lookup(managed, obj)
+            proxy = self._lookup(managed, obj)  # no task id: shared from now on
             if proxy is None:
                 proxy = self._put(managed, serialize_for(managed.store, obj))
                 self._remember(managed, obj, proxy)
             return proxy
 
-    def _maybe_proxy(self, managed: ManagedStore, threshold: int, value: Any) -> Any:
+    def _maybe_proxy(
+        self, managed: ManagedStore, threshold: int, value: Any, task_id: str | None
+    ) -> Any:
         if is_proxy(value):
-            return self._move(managed, value)
-        proxy = self._lookup(managed, value)
+            return self._move(managed, value, task_id)
+        proxy = self._lookup(managed, value, task_id)
         if proxy is not None:
             return proxy
         if obviously_small(value, threshold):
@@ -205,33 +242,56 @@ class DataPlane:
         if len(data) <= threshold:
             return value
         proxy = self._put(managed, data)
-        self._remember(managed, value, proxy)
+        self._remember(managed, value, proxy, task_id)
         return proxy
 
     def proxy_arguments(
-        self, args: Sequence[Any], kwargs: Mapping[str, Any], site: str
+        self,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        site: str,
+        *,
+        threshold: int | None = None,
+        task_id: str | None = None,
     ) -> tuple[tuple[Any, ...], dict[str, Any], int]:
-        """Replace each top-level argument larger than ``site``'s threshold by a proxy.
+        """Replace each top-level argument larger than the threshold by a proxy.
 
         Arguments already shared (same object) reuse their proxy whatever their size.
         Proxies nested in containers are not looked for.
 
+        Args:
+            args: The task's positional arguments.
+            kwargs: The task's keyword arguments.
+            site: Where the task runs (its store receives the objects).
+            threshold: Serialized size above which an argument moves by proxy, for this
+                call only (e.g. a method's own threshold); default: the site's.
+            task_id: The task the arguments are for: what is put for it alone is evicted
+                by :meth:`task_done`. Without it, puts live until the campaign ends.
+
         Returns:
             ``(args, kwargs, n_proxied)``: the arguments to send and how many travel by proxy
             (reused ones included). A site without ``data:`` gets the arguments unchanged.
+
+        Raises:
+            ValueError: ``threshold`` is negative.
         """
-        threshold = self._thresholds.get(site)
-        if threshold is None:
+        if threshold is not None and threshold < 0:
+            raise ValueError(f"threshold must be >= 0 bytes, not {threshold}")
+        site_threshold = self._thresholds.get(site)
+        if site_threshold is None:
             return tuple(args), dict(kwargs), 0
+        limit = site_threshold if threshold is None else threshold
         with self._lock:
             managed = self.store_for(site)
-            new_args = tuple(self._maybe_proxy(managed, threshold, v) for v in args)
-            new_kwargs = {k: self._maybe_proxy(managed, threshold, v) for k, v in kwargs.items()}
+            new_args = tuple(self._maybe_proxy(managed, limit, v, task_id) for v in args)
+            new_kwargs = {
+                k: self._maybe_proxy(managed, limit, v, task_id) for k, v in kwargs.items()
+            }
         n = sum(a is not b for a, b in zip(new_args, args, strict=True))
         n += sum(new_kwargs[k] is not v for k, v in kwargs.items())
         return new_args, new_kwargs, n
 
-    def _move(self, managed: ManagedStore, proxy: Proxy[Any]) -> Any:
+    def _move(self, managed: ManagedStore, proxy: Proxy[Any], task_id: str | None) -> Any:
         """Re-home a proxy from another of the campaign's stores into ``managed``.
 
         A site's workers reach only their own connector, so an object produced at one site
@@ -245,9 +305,14 @@ class DataPlane:
         moved = self._moved.get(key)
         if moved is None:
             target = self.resolve(proxy)
-            moved = (proxy, self._put(managed, serialize_for(managed.store, target)))
+            copy = self._put(managed, serialize_for(managed.store, target))
+            moved = (proxy, _Shared(proxy=copy, ref=None, owner=task_id))
             self._moved[key] = moved  # keeps the source alive, so its id stays unique
-        return moved[1]
+            if task_id is not None:
+                self._by_task.setdefault(task_id, []).append(("moved", key, moved[1]))
+        elif moved[1].owner is not None and moved[1].owner != task_id:
+            moved[1].owner = None
+        return moved[1].proxy
 
     # --- results and clean-up -------------------------------------------------------------
 
@@ -293,9 +358,46 @@ class DataPlane:
                     if isinstance(factory, StoreFactory) and not managed.closed:
                         managed.store.evict(factory.key)
                         count += 1
+                    entry.owner = None  # task_done must not count it again
                     self._shared.pop(key, None)
                     self._pinned.pop(key, None)
         return count
+
+    def task_done(self, task_id: str) -> int:
+        """Evict now what was put for ``task_id`` alone (its arguments no other task used).
+
+        Call it once the task's result (or final failure) has arrived. Objects shared with
+        :meth:`share` or reused by another task stay until the campaign ends. Unknown ids
+        (or a second call) evict nothing.
+
+        Returns:
+            How many stored objects were evicted.
+        """
+        count = 0
+        with self._lock:
+            for table, key, entry in self._by_task.pop(task_id, ()):
+                if entry.owner != task_id:
+                    continue  # shared meanwhile, or released
+                entry.owner = None
+                if table == "shared" and self._shared.get(key) is entry:
+                    self._shared.pop(key, None)
+                    self._pinned.pop(key, None)
+                moved = self._moved.get(key)
+                if table == "moved" and moved is not None and moved[1] is entry:
+                    self._moved.pop(key, None)
+                if self._evict(entry.proxy):
+                    count += 1
+        return count
+
+    def _evict(self, proxy: Proxy[Any]) -> bool:
+        factory = get_factory(proxy)
+        if not isinstance(factory, StoreFactory):
+            return False
+        managed = self._owner(proxy)
+        if managed is None or managed.closed:
+            return False
+        managed.store.evict(factory.key)
+        return True
 
     @staticmethod
     def resolve(value: Any) -> Any:
@@ -326,6 +428,7 @@ class DataPlane:
             self._shared.clear()
             self._moved.clear()
             self._pinned.clear()
+            self._by_task.clear()
             for managed in self._by_key.values():
                 try:
                     managed.close()
