@@ -60,6 +60,7 @@ class Queues:
         input_kwargs: dict[str, Any] | None = None,
         task_info: dict[str, Any] | None = None,
         model_version: str | None = None,
+        task_walltime: float | None = None,
         **kwargs: Any,
     ) -> str:
         """Submit a task: run ``method(*input_args, **kwargs)`` and send the result to ``topic``.
@@ -75,6 +76,9 @@ class Queues:
             task_info: Any information to carry through to the result.
             model_version: The model version that chose this task, or that the task uses
                 (lineage: recorded on the result and in the results file).
+            task_walltime: Seconds the task may run on its worker (default: the method's
+                ``walltime``); past it the task is stopped and fails with reason ``timeout``.
+                (``walltime=`` itself is passed to the method, like any keyword argument.)
             **kwargs: Keyword arguments of the method.
 
         Returns:
@@ -101,6 +105,7 @@ class Queues:
             resources=resources or {},
             task_info=task_info or {},
             model_version=model_version,
+            walltime=task_walltime,
         )
         with self._count_lock:
             self._sent += 1

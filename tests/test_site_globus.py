@@ -993,3 +993,62 @@ def test_live_round_trip(tmp_path: Path) -> None:
         assert outcome.host
     finally:
         site.shutdown()
+
+
+# -- failover from an unreachable Globus site to a local one ---------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("unreachable", ["refused", "black-holed"])
+def test_unreachable_globus_site_fails_over_to_a_local_site(
+    unreachable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, creds: Creds
+) -> None:
+    from apps_for_tests import square
+
+    from orchestrator.dispatch import Dispatcher, Method, MethodRegistry
+    from orchestrator.queues import Queues
+    from orchestrator.sites.local import LocalSite
+
+    hole = BlackHole() if unreachable == "black-holed" else None
+    point_at(monkeypatch, hole.url if hole else closed_port_url())
+    remote = GlobusSite(
+        SiteConfig(
+            name="polaris", kind="cpu", backend="globus", capacity=4, endpoint_id=ENDPOINT_ID
+        ),
+        tmp_path,
+    )  # default http_timeout (10 s, one retry)
+    local = LocalSite(
+        SiteConfig(name="laptop", kind="cpu", backend="local", capacity=2),
+        tmp_path,
+        extra_paths=[str(Path(__file__).parent)],
+    )
+    downs: list[float] = []
+    remote.on_down(lambda site, reason: downs.append(time.monotonic()))
+    queues = Queues({"t"})
+    dispatcher = Dispatcher(
+        [remote, local], MethodRegistry([Method(square)]), queues.put_result, tmp_path
+    )
+    dispatcher._last_used["laptop"] = 10**9  # the first task is placed on the Globus site
+    queues.attach(dispatcher)
+    try:
+        local.start()
+        remote.start()
+        started = time.monotonic()
+        for x in range(8):
+            queues.send_inputs(float(x), method="square", topic="t")
+        results = [queues.get_result("t", timeout=120) for _ in range(8)]
+    finally:
+        dispatcher.close()
+        local.shutdown()
+        remote.shutdown()
+        if hole is not None:
+            hole.close()
+    assert sorted(r.value for r in results) == [float(x * x) for x in range(8)]
+    assert all(r.success and r.site == "laptop" for r in results)
+    assert remote.is_down and downs and downs[0] - started <= 30  # the requirement
+    moved = [r for r in results if r.moves]
+    assert len(moved) == 1 and moved[0].moves[0].site == "polaris"
+    assert moved[0].moves[0].reason == "site_failure"
+    assert "unreachable" in moved[0].moves[0].message
+    assert dispatcher.stats["polaris"].down == remote.down_reason

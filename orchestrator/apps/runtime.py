@@ -87,6 +87,11 @@ def run_task(
     started = time.time()
     token = _CONTEXT.set(context or {})
     try:
+        if context and context.get("data"):
+            from orchestrator.apps.proxies import store_from_context
+
+            # Registered before anything resolves, so proxies nested in arguments find it
+            store_from_context(context)
         if "proxystore" in sys.modules:  # unpickling a proxy argument imported it
             from orchestrator.apps.proxies import resolve_arguments
 

@@ -104,7 +104,7 @@ class SiteConfig(BaseModel):
     endpoint_id: uuid.UUID | None = None
     user_endpoint_config: dict[str, Any] = Field(default_factory=dict)
     resource_specification: dict[str, Any] = Field(default_factory=dict)
-    http_timeout: float = Field(default=15.0, gt=0, le=600)
+    http_timeout: float = Field(default=10.0, gt=0, le=600)
     commands: dict[SimulationCode, str | list[str]] = Field(default_factory=dict)
     data: DataConfig | None = None
     description: str = ""

@@ -260,7 +260,13 @@ class Dispatcher:
             self._attempts[attempt] = (task, site)
         try:
             if self.data is not None and self.data.uses_proxies(site.name):
-                args, kwargs, _ = self.data.proxy_arguments(args, kwargs, site.name)
+                args, kwargs, _ = self.data.proxy_arguments(
+                    args,
+                    kwargs,
+                    site.name,
+                    threshold=method.proxy_threshold,
+                    task_id=task.task_id,
+                )
             task.sent = time.time()
             self._change("sent", task, site)
             future = site.submit(method.function, args, kwargs, walltime=task.walltime)
@@ -398,8 +404,10 @@ class Dispatcher:
                 else:
                     self._place_or_hold(task, method.kind)
                 return
-        if outcome.ok and self.data is not None:
-            self.data.adopt(outcome.value)  # a proxied result: removed when the campaign ends
+        if self.data is not None:
+            self.data.task_done(task.task_id)  # its own proxied arguments are not needed now
+            if outcome.ok:
+                self.data.adopt(outcome.value)  # a proxied result: removed at the campaign end
         failure_info = None
         if outcome.failure is not None:
             failure_info = FailureInfo(**outcome.failure)

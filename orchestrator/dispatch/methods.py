@@ -39,8 +39,11 @@ class Method:
         backoff: Seconds before the first retry; each further retry waits twice as long
             (at most :data:`MAX_BACKOFF`). 0 retries at once.
         walltime: Seconds a task may run on its worker before it is stopped and reported
-            failed with reason ``timeout``; ``None`` for no limit. ``send_inputs(walltime=...)``
+            failed with reason ``timeout``; ``None`` for no limit.
+            ``send_inputs(task_walltime=...)``
             overrides it per call.
+        proxy_threshold: Bytes above which this method's arguments move by proxy, instead of
+            the site's ``data.threshold_bytes`` (only at sites with a ``data`` store).
     """
 
     function: Callable[..., Any]
@@ -51,6 +54,7 @@ class Method:
     retry_on: frozenset[str] | Literal["any"] = TRANSIENT_REASONS
     backoff: float = 0.0
     walltime: float | None = None
+    proxy_threshold: int | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.function):
@@ -78,6 +82,8 @@ class Method:
             raise ConfigError(f"method {self.name}: backoff must be >= 0 seconds")
         if self.walltime is not None and self.walltime <= 0:
             raise ConfigError(f"method {self.name}: walltime must be > 0 seconds, or None")
+        if self.proxy_threshold is not None and self.proxy_threshold < 0:
+            raise ConfigError(f"method {self.name}: proxy_threshold must be >= 0 bytes, or None")
 
     def should_retry(self, reason: str | None) -> bool:
         """Whether a failure with ``reason`` is worth a retry of this method."""

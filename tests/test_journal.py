@@ -1,0 +1,101 @@
+"""The journal (SQLite WAL) and the results files' recovery, without sites."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from orchestrator.apps.runtime import run_task
+from orchestrator.dispatch.journal import Journal, input_key, is_run_dir
+from orchestrator.dispatch.results import ResultsWriter
+from orchestrator.models import FailureInfo, Result, Timestamps
+
+
+def result(task_id: str, value=None, *, failure: FailureInfo | None = None) -> Result:
+    return Result(
+        task_id=task_id,
+        method="m",
+        topic="t",
+        args=(1,),
+        value=value,
+        success=failure is None,
+        failure_info=failure,
+        timestamps=Timestamps(created=time.time()),
+    )
+
+
+def test_input_key_depends_on_method_and_inputs_not_kwarg_order():
+    assert input_key("m", (1, 2.5), {"a": 1, "b": [2]}) == input_key(
+        "m", (1, 2.5), {"b": [2], "a": 1}
+    )
+    assert input_key("m", (1,), {}) != input_key("n", (1,), {})
+    assert input_key("m", (1,), {}) != input_key("m", (2,), {})
+    assert input_key("m", (lambda: 0,), {}) is None  # cannot be pickled: never replayed
+
+
+def test_replay_hands_each_result_out_once_in_order(tmp_path):
+    journal = Journal(tmp_path)
+    key = input_key("m", (1,), {})
+    journal.created("a", "m", "t", key, time.time())
+    journal.finished(result("a", 10), key)
+    journal.finished(result("b", 11), key)
+    journal.close()
+    assert is_run_dir(tmp_path)
+
+    resumed = Journal(tmp_path, resume=True)
+    first, second = resumed.replay(key), resumed.replay(key)
+    assert (first.task_id, first.value) == ("a", 10)
+    assert (second.task_id, second.value) == ("b", 11)
+    assert resumed.replay(key) is None and resumed.replay(None) is None
+    assert resumed.replayed == 2
+    assert Journal(tmp_path).replay(key) is None  # not resuming: nothing is replayed
+
+
+def test_site_failures_are_not_replayed_task_failures_are(tmp_path):
+    journal = Journal(tmp_path)
+    site_key, task_key = input_key("m", (1,), {}), input_key("m", (2,), {})
+    lost = FailureInfo(exception_type="Lost", message="x", where="site", reason="site_failure")
+    raised = FailureInfo(exception_type="KeyError", message="k", where="task")
+    journal.finished(result("s", failure=lost), site_key)
+    journal.finished(result("k", failure=raised), task_key)
+    journal.close()
+    resumed = Journal(tmp_path, resume=True)
+    assert resumed.replay(site_key) is None
+    assert resumed.replay(task_key).failure_info.exception_type == "KeyError"
+    summary = resumed.summary()
+    assert (summary.results, summary.memoizable) == (2, 1)
+
+
+def test_journal_is_wal_and_meta_round_trips(tmp_path):
+    journal = Journal(tmp_path)
+    journal.set_meta({"campaign": "demo", "options": {"n": 3}})
+    journal.event("a", "sent", "local-cpu")
+    assert journal.meta() == {"campaign": "demo", "options": {"n": 3}}
+    with sqlite3.connect(tmp_path / "journal.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT state, site FROM events").fetchall() == [("sent", "local-cpu")]
+    journal.close()
+
+
+def test_results_writer_drops_a_partial_last_line_and_writes_each_task_once(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    good = result("done-1", 1).to_json()
+    (folder / "t.jsonl").write_text(good + "\n" + '{"task_id": "cut-sh')
+    writer = ResultsWriter(folder)
+    assert writer.written == {"done-1"}
+    writer.write(result("done-1", 1))  # already there: not written again
+    writer.write(result("new-2", 2))
+    writer.write(result("new-2", 2))
+    writer.close()
+    lines = (folder / "t.jsonl").read_text().splitlines()
+    assert [json.loads(line)["task_id"] for line in lines] == ["done-1", "new-2"]
+
+
+def test_worker_side_walltime_stops_the_call():
+    record = run_task(time.sleep, (30,), {}, {"walltime": 0.2})
+    assert record["ok"] is False
+    assert record["failure"]["reason"] == "timeout"
+    assert record["failure"]["details"] == {"walltime": 0.2}
+    assert run_task(time.sleep, (0,), {}, {"walltime": 5})["ok"] is True
