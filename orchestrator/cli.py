@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.config.sites import SiteConfig, load_sites
@@ -40,7 +41,7 @@ SitesOption = Annotated[
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one error line and exit (2: bad input)."""
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -368,8 +369,26 @@ def ui(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors become one ``error:`` line and exit 2."""
+    # typer vendors click (0.2x); its usage errors are not click's own classes
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        if exc.ctx is not None:
+            out.print(exc.ctx.get_help(), highlight=False)
+        sys.exit(2)
+    except UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "orch"
+        message = " ".join(exc.format_message().split())
+        try:
+            fail(f"{message}; see `{command} --help`")
+        except typer.Exit as exit_:
+            sys.exit(exit_.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

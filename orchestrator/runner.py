@@ -68,31 +68,63 @@ def load_campaign(ref: str) -> tuple[type[BaseThinker], list[str]]:
             f"'package.module:Class' or 'path/to/file.py:Class'"
         )
     module_ref, _, class_name = target.rpartition(":")
+    where = module_ref
     if module_ref.endswith(".py"):
         path = Path(module_ref).resolve()
         if not path.is_file():
-            raise ConfigError(f"campaign {ref!r}: file {module_ref} not found")
+            raise ConfigError(
+                f"campaign {ref!r}: file {module_ref} not found; check the path (relative "
+                f"paths start from {Path.cwd()})"
+            )
         # Import by module name from the file's folder, so workers can import it the same way
         folder = str(path.parent)
         if folder not in sys.path:
             sys.path.insert(0, folder)
         extra_paths.append(folder)
         module_name = path.stem
+    elif "/" in module_ref or "\\" in module_ref:
+        raise ConfigError(
+            f"campaign {ref!r}: {module_ref} is not a .py file; give 'path/to/file.py:Class' "
+            "or 'package.module:Class'"
+        )
     else:
         module_name = module_ref
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.split(".")[0] != exc.name.split(".")[0]:
+            fix = f"install {exc.name!r} in orch's Python environment"
+        else:
+            fix = "check the module name and that its folder is on PYTHONPATH"
+        raise ConfigError(f"campaign {ref!r}: cannot import {module_name}: {exc}; {fix}") from None
     except ImportError as exc:
-        raise ConfigError(f"campaign {ref!r}: cannot import {module_name}: {exc}") from None
+        raise ConfigError(
+            f"campaign {ref!r}: cannot import {module_name}: {exc}; fix the import in {where}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - user code failing at import time
         raise ConfigError(
-            f"campaign {ref!r}: importing {module_name} raised {type(exc).__name__}: {exc}"
+            f"campaign {ref!r}: importing {module_name} raised {type(exc).__name__}: {exc}; "
+            f"fix {where} (`python -c 'import {module_name}'` shows the traceback)"
         ) from None
     cls = getattr(module, class_name, None)
     if cls is None:
-        raise ConfigError(f"campaign {ref!r}: {module_name} has no attribute {class_name!r}")
+        thinkers = sorted(
+            name
+            for name, value in vars(module).items()
+            if isinstance(value, type)
+            and issubclass(value, BaseThinker)
+            and value is not BaseThinker
+        )
+        have = f"it defines: {', '.join(thinkers)}" if thinkers else "it defines no thinker class"
+        raise ConfigError(
+            f"campaign {ref!r}: {module_name} has no attribute {class_name!r}; check the class "
+            f"name ({have})"
+        )
     if not (isinstance(cls, type) and issubclass(cls, BaseThinker)):
-        raise ConfigError(f"campaign {ref!r}: {class_name} is not a BaseThinker subclass")
+        raise ConfigError(
+            f"campaign {ref!r}: {class_name} is not a BaseThinker subclass; make it subclass "
+            "orchestrator.thinker.BaseThinker"
+        )
     return cls, extra_paths
 
 
