@@ -26,6 +26,7 @@ from globus_compute_endpoint.engines.base import GCFuture
 
 from orchestrator.config.sites import SiteConfig
 from orchestrator.dispatch import Dispatcher, Method, MethodRegistry
+from orchestrator.dispatch.journal import Journal
 from orchestrator.queues import Queues
 from orchestrator.sites.local import _SERIALIZER, LocalSite, pack_call
 
@@ -112,6 +113,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds per setting")
     parser.add_argument("--workers", type=int, default=2, help="HTEX workers")
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--no-journal", action="store_true", help="leave the journal out (to measure its cost)"
+    )
     args = parser.parse_args()
 
     run_dir = Path(tempfile.mkdtemp(prefix="orch-bench-"))
@@ -121,7 +125,11 @@ def main() -> None:
     site = LocalSite(config, run_dir)
     site.start()
     queues = Queues(["bench"])
-    dispatcher = Dispatcher([site], MethodRegistry([Method(noop)]), queues.put_result, run_dir)
+    # As in a campaign: every state change and result goes through the journal
+    journal = None if args.no_journal else Journal(run_dir)
+    dispatcher = Dispatcher(
+        [site], MethodRegistry([Method(noop)]), queues.put_result, run_dir, journal=journal
+    )
     queues.attach(dispatcher)
     try:
         raw_round(site, 200, 8, [])  # warm up workers and code paths

@@ -71,6 +71,7 @@ def test_journal_is_wal_and_meta_round_trips(tmp_path):
     journal = Journal(tmp_path)
     journal.set_meta({"campaign": "demo", "options": {"n": 3}})
     journal.event("a", "sent", "local-cpu")
+    journal.flush()  # state changes are committed in batches
     assert journal.meta() == {"campaign": "demo", "options": {"n": 3}}
     with sqlite3.connect(tmp_path / "journal.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -6,8 +6,12 @@ was completed. ``orch launch --resume RUN_DIR`` reads it back: a task whose meth
 match a completed entry gets the journaled result at once instead of running again (like
 Parsl's checkpointing); everything else runs again.
 
-Writes are single-statement transactions with ``synchronous=NORMAL``: durable when the
-process dies (the data is in the WAL file); an operating-system crash may lose the last few.
+A final result is written synchronously, in one statement, before the dispatcher hands it
+to the thinker. The other state changes (created, waiting, sent, retried...) are written by a
+background thread in one transaction every :data:`EVENT_BATCH_SECONDS`: losing the last few in a
+crash cannot lose a result (a task without a journaled result runs again on resume), and it
+keeps the journal off the dispatch hot path. ``synchronous=NORMAL``: durable when the process
+dies (the data is in the WAL file); an operating-system crash may lose the last commits.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import json
 import logging
 import pickle
+import queue
 import sqlite3
 import threading
 import time
@@ -32,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.sqlite"
 """File name of the journal inside a run directory."""
+
+EVENT_BATCH_SECONDS = 0.05
+"""How often the background thread commits the state changes queued meanwhile."""
+
+_STOP = object()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,7 +70,6 @@ CREATE TABLE IF NOT EXISTS results (
     finished REAL NOT NULL,
     result BLOB
 );
-CREATE INDEX IF NOT EXISTS results_by_key ON results (input_key);
 """
 
 
@@ -116,6 +125,8 @@ class Journal:
         self._lock = threading.Lock()
         self._memo: dict[str, deque[str]] = {}
         self.replayed = 0
+        self._events: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30
@@ -148,27 +159,82 @@ class Journal:
         return {k: json.loads(v) for k, v in rows}
 
     def created(self, task_id: str, method: str, topic: str, key: str | None, at: float) -> None:
-        """Journal a new task with its input key."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute(
+        """Journal a new task with its input key (queued: committed within a batch period)."""
+        self._queue(
+            (
                 "INSERT OR IGNORE INTO tasks (task_id, method, topic, input_key, created) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (task_id, method, topic, key, at),
-            )
-            self._db.execute(
+            ),
+            (
                 "INSERT INTO events (time, task_id, state) VALUES (?, ?, 'created')",
                 (at, task_id),
-            )
-            self._db.execute("COMMIT")
+            ),
+        )
 
     def event(self, task_id: str, state: str, site: str | None = None, detail: str = "") -> None:
-        """Journal one state change of a task."""
-        with self._lock:
-            self._db.execute(
+        """Journal one state change of a task (queued: committed within a batch period)."""
+        self._queue(
+            (
                 "INSERT INTO events (time, task_id, state, site, detail) VALUES (?, ?, ?, ?, ?)",
                 (time.time(), task_id, state, site, detail or None),
             )
+        )
+
+    def _queue(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        if self._writer is None:
+            with self._lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(
+                        target=self._write_events, name="orch-journal", daemon=True
+                    )
+                    self._writer.start()
+        for statement in statements:
+            self._events.put(statement)
+
+    def _write_events(self) -> None:
+        while True:
+            first = self._events.get()
+            time.sleep(EVENT_BATCH_SECONDS)  # gather a batch: one commit for all of it
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            flushed: list[threading.Event] = []
+            statements: list[tuple[str, tuple[Any, ...]]] = []
+            for item in batch:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    flushed.append(item)
+                else:
+                    statements.append(item)  # type: ignore[arg-type]
+            if statements:
+                with self._lock:
+                    try:
+                        self._db.execute("BEGIN")
+                        for sql, params in statements:
+                            self._db.execute(sql, params)
+                        self._db.execute("COMMIT")
+                    except sqlite3.Error:
+                        logger.exception("journal: could not write %d events", len(statements))
+                        if self._db.in_transaction:
+                            self._db.execute("ROLLBACK")
+            for marker in flushed:
+                marker.set()
+            if stop:
+                return
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every state change queued so far is committed."""
+        if self._writer is None or not self._writer.is_alive():
+            return
+        marker = threading.Event()
+        self._events.put(marker)
+        marker.wait(timeout)
 
     def finished(self, result: Result, key: str | None) -> None:
         """Journal a task's final result (value included, or the proxy that refers to it).
@@ -183,7 +249,6 @@ class Journal:
         blob = _dump_result(result) if memo else None
         state = "done" if result.success else "failed"
         with self._lock:
-            self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT OR REPLACE INTO results (task_id, input_key, method, topic, success, "
                 "memo, finished, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -198,17 +263,8 @@ class Journal:
                     blob,
                 ),
             )
-            self._db.execute(
-                "INSERT INTO events (time, task_id, state, site, detail) VALUES (?, ?, ?, ?, ?)",
-                (
-                    time.time(),
-                    result.task_id,
-                    state,
-                    result.site,
-                    info.reason or info.exception_type if info is not None else None,
-                ),
-            )
-            self._db.execute("COMMIT")
+        detail = (info.reason or info.exception_type) if info is not None else ""
+        self.event(result.task_id, state, result.site, detail)
 
     # -- reading back -----------------------------------------------------------------------
 
@@ -255,6 +311,7 @@ class Journal:
 
     def summary(self) -> JournalSummary:
         """Counts of what the journal holds."""
+        self.flush()
         with self._lock:
             results, memo = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(memo), 0) FROM results"
@@ -264,7 +321,10 @@ class Journal:
         return JournalSummary(results=results, memoizable=memo, last_event=last, meta=meta)
 
     def close(self) -> None:
-        """Checkpoint the WAL into the database file and close it."""
+        """Commit queued state changes, checkpoint the WAL into the database file, close it."""
+        if self._writer is not None and self._writer.is_alive():
+            self._events.put(_STOP)
+            self._writer.join()
         with self._lock:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
