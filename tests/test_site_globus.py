@@ -90,6 +90,7 @@ class FakeGlobus:
     submit_mode: str = "ok"
     auth_mode: str = "ok"
     results_mode: str = "ok"
+    endpoint_status: str = "online"
     access_token: str = field(default_factory=lambda: f"fake-access-{uuid.uuid4().hex}")
     requests: list[Recorded] = field(default_factory=list)
     task_ids: list[str] = field(default_factory=list)
@@ -198,6 +199,8 @@ class FakeGlobus:
                     "tasks": tasks,
                 },
             )
+        if method == "GET" and path.startswith("/v2/endpoints/") and path.endswith("/status"):
+            return self._reply(h, 200, {"status": self.endpoint_status, "logs": []})
         if method == "GET" and path == "/v2/get_amqp_result_connection_url":
             # The result stream is AMQP, which this stand-in does not speak: it hands out a
             # broker address where nothing listens, so no result ever arrives (the SDK's
@@ -744,6 +747,33 @@ def test_revive_builds_a_new_executor(
         assert future.task_id == service.task_ids[0]
         assert len(listener.calls) == 1
         site.shutdown()
+    finally:
+        service.close()
+
+
+@pytest.mark.timeout(60)
+def test_try_revive_asks_the_endpoint_status(
+    make_site: Any, monkeypatch: pytest.MonkeyPatch, creds: Creds
+) -> None:
+    point_at(monkeypatch, closed_port_url())
+    site = make_site()
+    with pytest.raises(SiteUnavailableError):
+        site.submit(scale, (1.0,), {})
+    assert site.is_down
+    assert site.try_revive() is False and site.is_down  # still unreachable
+
+    service = FakeGlobus()
+    try:
+        point_at(monkeypatch, service.url)
+        service.endpoint_status = "offline"
+        assert site.try_revive() is False and site.is_down
+        assert f"GET /v2/endpoints/{ENDPOINT_ID}/status" in service.paths()
+        service.endpoint_status = "online"
+        assert site.try_revive() is True and not site.is_down
+        site.submit(scale, (5.0,), {})
+        assert service.results_url_requested.wait(30)
+        site.shutdown()
+        assert site.try_revive() is False  # never after shutdown
     finally:
         service.close()
 
