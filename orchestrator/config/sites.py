@@ -84,9 +84,10 @@ class SiteConfig(BaseModel):
         commands: How the site launches each simulation code, as the command line that
             replaces the bare binary: e.g. ``lammps: mpiexec -n 4 lmp`` or
             ``xtb: apptainer exec /images/sim.sif xtb``. Codes: cp2k, lammps, nwchem, xtb.
-        data: The ProxyStore connector this site's workers reach (``connector: file|redis``
-            with ``path`` or ``host``/``port``) and ``threshold_bytes``: arguments and results
-            larger than it move by proxy instead of through the task channel.
+        data: The ProxyStore connector this site's workers reach (``connector:`` file, redis,
+            endpoint, multi or globus, with that connector's fields; see ``DataConfig``) and
+            ``threshold_bytes``: arguments and results larger than it move by proxy instead of
+            through the task channel.
         description: Free text shown by ``orch sites list``.
 
     """
@@ -222,7 +223,9 @@ _HINTS: dict[str, str] = {
     "user_endpoint_config": "give a mapping of template variable: value",
     "resource_specification": "give a mapping, e.g. {num_nodes: 1}",
     "http_timeout": "set a number of seconds, > 0 and <= 600",
-    "data": "give `connector: file` with `path:`, or `connector: redis` with `host:` and `port:`",
+    "data": "give `connector:` file (with `path:`), redis (`host:`, `port:`), endpoint "
+    "(`endpoint:`), multi (`connectors:`) or globus (`collections:`); see the README's data "
+    "section",
     "commands": "map a code (cp2k, lammps, nwchem, xtb) to its launch command, e.g. "
     "`lammps: mpiexec -n 4 lmp`",
     "description": "give a line of text (quote it if it contains ':' or '#')",
