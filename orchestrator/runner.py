@@ -360,7 +360,7 @@ def run_campaign(
                 _run_interruptibly(thinker)
             except KeyboardInterrupt:
                 thinker.done.set()
-                _stop_gracefully(session.dispatcher, grace, notify or logger.warning)
+                _stop_gracefully(session.dispatcher, grace, _tell(notify))
                 raise
         per_site = {
             name: {"done": s.done, "failed": s.failed, "moved": s.moved, "in_flight": s.in_flight}
@@ -381,6 +381,17 @@ def run_campaign(
         summary=summary,
         replayed=journal.replayed,
     )
+
+
+def _tell(notify: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Log a user-facing line, and show it through ``notify`` too when given."""
+
+    def tell(line: str) -> None:
+        logger.warning("%s", line)
+        if notify is not None:
+            notify(line)
+
+    return tell
 
 
 def _stop_gracefully(dispatcher: Dispatcher, grace: float, notify: Callable[[str], None]) -> None:

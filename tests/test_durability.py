@@ -269,3 +269,39 @@ def test_local_site_restarts_its_engine_after_losing_workers(tmp_path):
     finally:
         site.shutdown()
     assert_nothing_left(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_second_ctrl_c_stops_at_once_and_journals_running_tasks(tmp_path, sites_dir):
+    run_dir = tmp_path / "run"
+    calls_dir = tmp_path / "calls"
+    calls_dir.mkdir()
+    opts = ["-o", "rounds=1", "-o", "batch=4", "-o", f"calls_dir={calls_dir}", "-o", "pause=120"]
+    proc = subprocess.Popen(
+        orch("--sites", str(sites_dir), CAMPAIGN, "--run-dir", str(run_dir), "--no-progress")
+        + opts
+        + ["--grace", "600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while sum(calls(calls_dir).values()) < 2:  # both workers busy with 120 s tasks
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    log = run_dir / "orch.log"
+    while "stopping: waiting up to 600 s" not in log.read_text():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # do not wait for the 120 s tasks
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopping now" in err and "4 task(s) interrupted" in err
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        states = Counter(s for (s,) in db.execute("SELECT state FROM events"))
+    assert states["interrupted"] == 4 and states["done"] == 0
+    assert_nothing_left(tmp_path)
