@@ -102,12 +102,14 @@ def test_sigkill_at_random_point_then_resume(tmp_path, sites_dir, seed):
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 240
-    while sum(calls(calls_dir).values()) < kill_after:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the campaign made no progress"
-        time.sleep(0.005)
-    kill_everything(proc, run_dir)
+    try:
+        deadline = time.monotonic() + 240
+        while sum(calls(calls_dir).values()) < kill_after:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the campaign made no progress"
+            time.sleep(0.005)
+    finally:
+        kill_everything(proc, run_dir)
     completed_before = journaled_inputs(run_dir)
     calls_before = calls(calls_dir)
 
