@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+import contextlib
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -90,8 +91,10 @@ def run_task(
         if context and context.get("data"):
             from orchestrator.apps.proxies import store_from_context
 
-            # Registered before anything resolves, so proxies nested in arguments find it
-            store_from_context(context)
+            # Registered before anything resolves, so proxies nested in arguments find it;
+            # a store that cannot open here is reported by the resolve or the result put
+            with contextlib.suppress(Exception):
+                store_from_context(context)
         if "proxystore" in sys.modules:  # unpickling a proxy argument imported it
             from orchestrator.apps.proxies import resolve_arguments
 
