@@ -6,6 +6,7 @@ orchestrator's control side.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,7 +15,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-import contextlib
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
