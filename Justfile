@@ -4,7 +4,7 @@
 setup:
     scripts/setup
 
-# Run the demo campaign on the local mock sites
+# Run the flagship campaign (molecular-design) on the local mock sites
 demo *ARGS:
     scripts/demo {{ARGS}}
 

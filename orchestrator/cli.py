@@ -270,7 +270,7 @@ def launch(
             highlight=False,
         )
     if summary.summary:
-        out.print(summary.summary, highlight=False, soft_wrap=True)
+        out.print(summary.summary, highlight=False, soft_wrap=True, markup=False)
     out.print(f"run dir: {run_dir}  ({summary.seconds:.1f} s)", highlight=False, soft_wrap=True)
     if summary.agent_errors:
         for name, error in summary.agent_errors:

@@ -54,6 +54,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.telemetry import set_telemetry_client
 from mlflow.tracking._model_registry import utils as _registry_utils
 from mlflow.tracking._tracking_service import utils as _tracking_utils
+from mlflow.utils.autologging_utils.logging_and_warnings import (
+    MlflowEventsAndWarningsBehaviorGlobally,
+)
 
 from orchestrator.registry.errors import RegistryError, RegistryUnavailableError
 from orchestrator.registry.server import TrackingServer, check_reachable, health_error
@@ -410,6 +413,13 @@ class ModelRegistry:
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.max_retries)
             os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.request_timeout)
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # stdout is the CLI's
+            # MLflow's event prints ("Successfully registered model ...", "Created version ...")
+            # would break into the CLI's live table on every version; orch reports versions
+            # itself. MLflow's own counted switch: its inner uses cannot turn them back on.
+            quiet = MlflowEventsAndWarningsBehaviorGlobally(
+                disable_event_logs=True, disable_warnings=False, reroute_warnings=False
+            )
+            quiet.__enter__()
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.tracking_uri)
             _PYTORCH_LOGGER.addFilter(_drop_pickle_warning)
@@ -431,6 +441,7 @@ class ModelRegistry:
                     f"cannot {what} ({self.tracking_uri}, model {self.model_name!r}): {detail}"
                 ) from exc
             finally:
+                quiet.__exit__(None, None, None)
                 _PYTORCH_LOGGER.removeFilter(_drop_pickle_warning)
                 mlflow.set_tracking_uri(saved_tracking)  # type: ignore[arg-type]
                 _registry_utils._registry_uri = saved_registry
