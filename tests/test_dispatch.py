@@ -216,11 +216,11 @@ def test_down_site_is_tried_again_and_takes_tasks_once_up(make, tmp_path):
     assert lost.success is False and lost.failure_info.reason == "site_failure"
     deadline = threading.Event()
     for _ in range(1000):  # wait (bounded) for the revive tries to bring it back
-        if not site.is_down:
+        if dispatcher.stats["flaky"].down is None:  # set once try_revive has returned True
             break
         deadline.wait(0.01)
-    assert not site.is_down and site.revive_calls == 2
     assert dispatcher.stats["flaky"].down is None
+    assert not site.is_down and site.revive_calls == 2
     queues.send_inputs(2, method="ident", topic="t")
     back = queues.get_result("t", timeout=10)
     assert back.success is True and back.site == "flaky"
