@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from orchestrator.apps.ml import infer, train
-from orchestrator.campaigns.simulation import TRANSIENT
 from orchestrator.dispatch import Method
 
 
 def ml_methods(*, max_retries: int = 1) -> list[Method]:
-    """``train_surrogate`` and ``infer_surrogate``, on GPU sites, retried after site failures.
+    """``train_surrogate`` and ``infer_surrogate`` on GPU sites (retried as ``Method`` defaults).
 
     ``train_surrogate(weights, training_set, options) -> (weights, metrics)`` and
     ``infer_surrogate(weights, smiles) -> (means, stds)``: see :mod:`orchestrator.apps.ml`.
     """
     return [
-        Method(
-            train, name="train_surrogate", kind="gpu", max_retries=max_retries, retry_on=TRANSIENT
-        ),
-        Method(
-            infer, name="infer_surrogate", kind="gpu", max_retries=max_retries, retry_on=TRANSIENT
-        ),
+        Method(train, name="train_surrogate", kind="gpu", max_retries=max_retries),
+        Method(infer, name="infer_surrogate", kind="gpu", max_retries=max_retries),
     ]

@@ -46,7 +46,7 @@ from orchestrator.apps.ml import to_module
 from orchestrator.campaigns import design_plots
 from orchestrator.campaigns.ml import ml_methods
 from orchestrator.campaigns.pool import lookup_ip, read_pool, read_reference
-from orchestrator.campaigns.simulation import TRANSIENT, simulation_methods
+from orchestrator.campaigns.simulation import simulation_methods
 from orchestrator.dispatch import Method
 from orchestrator.exceptions import TimeoutException
 from orchestrator.models import Result
@@ -167,7 +167,7 @@ class MolecularDesign(BaseThinker):
 
     methods = [
         *simulation_methods(["xtb_ip_ea", "nwchem_ip"]),
-        Method(lookup_ip, name="lookup_ip", kind="cpu", max_retries=1, retry_on=TRANSIENT),
+        Method(lookup_ip, name="lookup_ip", kind="cpu", max_retries=1),
         *ml_methods(),
     ]
     topics = ["simulate", "train", "infer"]

@@ -15,7 +15,6 @@ from orchestrator.apps.sim.lammps import lammps_md
 from orchestrator.apps.sim.nwchem import nwchem_energy, nwchem_ip
 from orchestrator.apps.sim.xtb import xtb_energy, xtb_ip_ea
 from orchestrator.dispatch import Method
-from orchestrator.models import SITE_FAILURE
 
 SIMULATIONS: dict[str, Callable[..., Any]] = {
     "xtb_energy": xtb_energy,
@@ -27,10 +26,6 @@ SIMULATIONS: dict[str, Callable[..., Any]] = {
 }
 """Method name → worker-side wrapper."""
 
-TRANSIENT = frozenset({SITE_FAILURE})
-"""Failure reasons worth a retry: the site failed (worker lost, endpoint unreachable). A
-simulation that failed on its own (bad input, no convergence, wall time) fails again."""
-
 
 def simulation_methods(
     names: Iterable[str] | None = None, *, max_retries: int = 1, slots: int = 1
@@ -39,7 +34,8 @@ def simulation_methods(
 
     Args:
         names: Which of :data:`SIMULATIONS` to include (default: all).
-        max_retries: Retries after a *site* failure (other failures are final).
+        max_retries: Retries after a site failure or timeout (the ``Method`` default policy;
+            a simulation that failed on its own fails again, so it is final).
         slots: Site slots one simulation occupies (raise it for MPI launch commands that use
             several cores per task).
 
@@ -58,7 +54,6 @@ def simulation_methods(
             kind="cpu",
             slots=slots,
             max_retries=max_retries,
-            retry_on=TRANSIENT,
         )
         for name in chosen
     ]
