@@ -213,11 +213,7 @@ def open_session(
             sites, methods, queues.put_result, run_dir, data=data, journal=journal
         )
         if journal is not None:
-            dispatcher.undelivered(
-                r
-                for r in journal.completed_results()
-                if r.task_id not in dispatcher.results.written
-            )
+            dispatcher.undelivered(journal.completed_results(skip=dispatcher.results.written))
         queues.attach(dispatcher)
         yield Session(
             queues=queues,

@@ -49,6 +49,7 @@ def test_replay_hands_each_result_out_once_in_order(tmp_path):
     assert (second.task_id, second.value) == ("b", 11)
     assert resumed.replay(key) is None and resumed.replay(None) is None
     assert resumed.replayed == 2
+    assert [r.task_id for r in resumed.completed_results(skip={"a"})] == ["b"]
     assert Journal(tmp_path).replay(key) is None  # not resuming: nothing is replayed
 
 

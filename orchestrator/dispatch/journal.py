@@ -295,12 +295,26 @@ class Journal:
         self.replayed += 1
         return result
 
-    def completed_results(self) -> list[Result]:
-        """Every journaled final result that can be loaded (oldest first)."""
+    def completed_results(self, skip: set[str] | frozenset[str] = frozenset()) -> list[Result]:
+        """Journaled final results that can be loaded (oldest first), except ``skip`` task ids.
+
+        Only the results not skipped are unpickled (a resume skips those already in the
+        results files, usually almost all of them).
+        """
         with self._lock:
-            rows = self._db.execute(
-                "SELECT task_id, result FROM results WHERE memo = 1 ORDER BY finished"
+            ids = self._db.execute(
+                "SELECT task_id FROM results WHERE memo = 1 ORDER BY finished"
             ).fetchall()
+            wanted = [task_id for (task_id,) in ids if task_id not in skip]
+            rows = [
+                (
+                    task_id,
+                    self._db.execute(
+                        "SELECT result FROM results WHERE task_id = ?", (task_id,)
+                    ).fetchone()[0],
+                )
+                for task_id in wanted
+            ]
         out = []
         for task_id, blob in rows:
             try:
