@@ -83,10 +83,6 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-DEFAULT_CAMPAIGN = "molecular-design"
-"""What ``orch launch`` runs when no campaign is named."""
-
-
 def _check_writable(run_dir: Path, flag: str) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +197,8 @@ def launch(
         run_dir = resume
         if sites is None and facts.get("sites"):
             sites = Path(facts["sites"])
+    from orchestrator.campaigns import DEFAULT_CAMPAIGN
+
     campaign = campaign or DEFAULT_CAMPAIGN
     sites = sites or Path("sites")
     configs = _load(sites)

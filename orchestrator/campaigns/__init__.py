@@ -6,5 +6,7 @@ BUILTIN_CAMPAIGNS: dict[str, str] = {
     "xtb-screen": "orchestrator.campaigns.xtb_screen:XtbScreen",
     "ip-search": "orchestrator.campaigns.ip_search:IpSearch",
 }
-"""Built-in campaign names and the ``module:Class`` each stands for (the first is the flagship,
-what ``orch launch`` runs when no campaign is named)."""
+"""Built-in campaign names and the ``module:Class`` each stands for."""
+
+DEFAULT_CAMPAIGN = "molecular-design"
+"""The flagship: what ``orch launch`` runs when no campaign is named."""

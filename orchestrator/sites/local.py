@@ -83,11 +83,6 @@ def unpack_outcome(packed: bytes, input_size: int | None) -> Outcome:
     return Outcome.from_worker(record, input_size=input_size, value_size=len(result.data))
 
 
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip(" -\t")]
-    return (lines[0] if lines else "no detail")[:200]
-
-
 class LocalSite(Site):
     """A site whose workers are Parsl HTEX workers started on this machine.
 
@@ -198,7 +193,7 @@ class LocalSite(Site):
             if engine is not None and engine.executor.bad_state_is_set:
                 self.mark_down(
                     f"site '{self.name}': its workers were lost ("
-                    f"{_one_line(outcome.failure.get('message', ''))}); orch restarts them"
+                    f"{str(outcome.failure.get('message', ''))[:200]}); orch restarts them"
                 )
         return outcome
 
