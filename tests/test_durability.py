@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -55,6 +56,15 @@ def calls(calls_dir: Path) -> Counter[tuple[int, int]]:
                 value, index = map(int, line.split())
                 seen[(value, index)] += 1
     return seen
+
+
+def wait_while_running(proc: subprocess.Popen, done: Callable[[], bool], limit: float = 120):
+    """Poll ``done`` until it holds; fail if orch exits first or ``limit`` seconds pass."""
+    deadline = time.monotonic() + limit
+    while not done():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "orch made no progress"
+        time.sleep(0.01)
 
 
 def kill_everything(proc: subprocess.Popen, run_dir: Path) -> None:
@@ -103,11 +113,7 @@ def test_sigkill_at_random_point_then_resume(tmp_path, sites_dir, seed):
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 240
-        while sum(calls(calls_dir).values()) < kill_after:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the campaign made no progress"
-            time.sleep(0.005)
+        wait_while_running(proc, lambda: sum(calls(calls_dir).values()) >= kill_after, 240)
     finally:
         kill_everything(proc, run_dir)
     completed_before = journaled_inputs(run_dir)
@@ -158,11 +164,7 @@ def test_ctrl_c_waits_for_running_tasks_then_resume_finishes(tmp_path, sites_dir
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while sum(calls(calls_dir).values()) < 3:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_while_running(proc, lambda: sum(calls(calls_dir).values()) >= 3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -288,17 +290,11 @@ def test_second_ctrl_c_stops_at_once_and_journals_running_tasks(tmp_path, sites_
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while sum(calls(calls_dir).values()) < 2:  # both workers busy with 120 s tasks
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    # both workers busy with 120 s tasks
+    wait_while_running(proc, lambda: sum(calls(calls_dir).values()) >= 2)
     proc.send_signal(signal.SIGINT)
     log = run_dir / "orch.log"
-    while "stopping: waiting up to 600 s" not in log.read_text():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_while_running(proc, lambda: "stopping: waiting up to 600 s" in log.read_text())
     proc.send_signal(signal.SIGINT)  # do not wait for the 120 s tasks
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
