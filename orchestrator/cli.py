@@ -239,6 +239,7 @@ def launch(
             },
             grace=grace,
             notify=lambda line: err.print(line, highlight=False, soft_wrap=True),
+            sites_dir=sites.resolve(),
         )
     except ConfigError as exc:
         fail(str(exc))
@@ -280,6 +281,127 @@ def launch(
                 highlight=False,
                 soft_wrap=True,
             )
+        raise typer.Exit(1)
+
+
+@app.command()
+def deploy(
+    sites: SitesOption = Path("sites"),
+    site: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--site",
+            help="Deploy only this site (repeatable) [default: every site "
+            "with a container: section].",
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the deployments as JSON instead of a table.")
+    ] = False,
+) -> None:
+    """Put each site's image in place, prove it with a probe inside it, and record it."""
+    import json
+
+    from orchestrator.containers.deploy import as_dict, deploy_site, site_folder
+
+    configs = _load(sites)
+    by_name = {c.name: c for c in configs}
+    if site:
+        unknown = [name for name in site if name not in by_name]
+        if unknown:
+            fail(
+                f"--site {unknown[0]}: no such site in {sites} (sites: {', '.join(by_name)}); "
+                "check the name"
+            )
+        chosen = [by_name[name] for name in dict.fromkeys(site)]
+        for config in chosen:
+            if config.container is None:
+                fail(
+                    f"--site {config.name}: has no `container:` section in {sites}, so there "
+                    "is nothing to deploy; add `container: {image: ..., recipe: sim.def}` or "
+                    "leave it out of --site"
+                )
+    else:
+        chosen = [c for c in configs if c.container is not None]
+        if not chosen:
+            fail(
+                f"{sites}: no site has a `container:` section; add one (see the README's "
+                "containers section) or give --site"
+            )
+    _setup_logging(site_folder(sites, "_").parent / "deploy.log", verbose=False)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.live import Live
+
+    steps = {c.name: "waiting" for c in chosen}
+
+    def render() -> Table:
+        table = Table(title=f"orch deploy: {sites}")
+        table.add_column("site")
+        table.add_column("step")
+        for name, text in steps.items():
+            table.add_row(name, text)
+        return table
+
+    results = []
+    with Live(render(), console=err, transient=True, auto_refresh=False) as live:
+
+        def on(name: str) -> Any:
+            def step(text: str) -> None:
+                steps[name] = text
+                live.update(render(), refresh=True)
+
+            return step
+
+        with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
+            futures = [pool.submit(deploy_site, c, sites, on_step=on(c.name)) for c in chosen]
+            for config, future in zip(chosen, futures, strict=True):
+                result = future.result()
+                steps[config.name] = "ready" if result.ok else "FAILED"
+                live.update(render(), refresh=True)
+                results.append(result)
+    if json_out:
+        out.print_json(json.dumps([as_dict(r) for r in results], default=str))
+    else:
+        table = Table(title="deployments")
+        for column in ("site", "image", "digest", "versions", "verdict"):
+            table.add_column(column, overflow="fold")
+        for result in results:
+            report = result.report or {}
+            packages = report.get("packages") or {}
+            parts = (
+                [f"python {report.get('python')}", f"orch {report.get('orch')}"] if report else []
+            )
+            parts += [
+                f"{name.replace('globus-compute-', 'gc-')} {packages[name]}"
+                for name in ("globus-compute-endpoint", "parsl", "dill")
+                if packages.get(name)
+            ]
+            torch = report.get("torch")
+            if torch:
+                parts.append(
+                    f"torch {torch['version']} (cuda {'yes' if torch['cuda_available'] else 'no'})"
+                )
+            codes = report.get("codes") or {}
+            if codes:
+                parts.append("codes: " + ", ".join(c for c, v in codes.items() if v) or "none")
+            verdict = (
+                f"ready ({result.action}, {result.seconds:.1f} s)"
+                if result.ok
+                else "; ".join(result.problems)
+            )
+            table.add_row(
+                result.site,
+                result.image,
+                (result.digest or "-")[:19],
+                "\n".join(parts) or "-",
+                escape(verdict),
+            )
+        out.print(table)
+        for result in results:
+            for path in result.endpoint_files:
+                out.print(f"{result.site}: wrote {path}", highlight=False, soft_wrap=True)
+    if not all(r.ok for r in results):
         raise typer.Exit(1)
 
 

@@ -85,6 +85,12 @@ class Result(BaseModel):
     )
     worker_host: str | None = None
     worker_pid: int | None = None
+    image: str | None = Field(
+        default=None, description="Container image the task ran in (the site's container.image)"
+    )
+    image_digest: str | None = Field(
+        default=None, description="sha256 digest of that image, as deployed and verified"
+    )
     retries: int = 0
     moves: list[Move] = Field(
         default_factory=list,

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from orchestrator.campaigns import BUILTIN_CAMPAIGNS
 from orchestrator.config.sites import SiteConfig
+from orchestrator.containers import preflight
 from orchestrator.data import DataPlane
 from orchestrator.dispatch import Dispatcher, MethodRegistry
 from orchestrator.dispatch.dispatcher import check_kinds
@@ -163,24 +164,66 @@ class Session:
 
 
 def _start_sites(
-    configs: Sequence[SiteConfig], run_dir: Path, extra_paths: list[str], data: DataPlane
+    configs: Sequence[SiteConfig],
+    run_dir: Path,
+    extra_paths: list[str],
+    data: DataPlane,
+    kinds: set[str],
+    sites_dir: Path | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> list[Site]:
+    """Start the sites and run the pre-flight checks, all in parallel.
+
+    Sites that fail the pre-flight are stopped and left out (one line each through
+    ``notify``); when a kind in ``kinds`` is left with no site, nothing runs.
+
+    Raises:
+        ConfigError: a site could not start, or a kind has no site that passed the pre-flight.
+    """
     sites: list[Site] = []
     for config in configs:
         sites.append(make_site(config, run_dir, extra_paths, data.result_context(config.name)))
     errors: list[str] = []
-    with ThreadPoolExecutor(max_workers=max(1, len(sites))) as pool:
-        futures = {pool.submit(site.start): site for site in sites}
-        for future, site in futures.items():
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, 2 * len(sites))) as pool:
+        starting = {pool.submit(site.start): site for site in sites}
+        checking = [pool.submit(preflight.check_site, site, sites_dir) for site in sites]
+        for future, site in starting.items():
             try:
                 future.result()
             except Exception as exc:  # noqa: BLE001 - reported below with the site name
                 errors.append(f"site {site.name}: could not start: {type(exc).__name__}: {exc}")
+        verdicts = [future.result() for future in checking]
+    logger.info("sites started and pre-flight done in %.2f s", time.monotonic() - started)
+    if not errors:
+        failed = [v for v in verdicts if v.reason is not None]
+        missing = preflight.missing_kinds(sites, verdicts, kinds)
+        if missing:
+            reasons = "; ".join(str(v.reason) for v in failed)
+            errors.append(
+                f"no {'/'.join(sorted(missing))} site passed the pre-flight checks, so no task "
+                f"can run: {reasons}"
+            )
+        else:
+            for verdict in failed:
+                line = f"pre-flight: {verdict.reason}; continuing without it"
+                logger.warning("%s", line)
+                if notify is not None:
+                    notify(line)
     if errors:
         for site in sites:
             site.shutdown()
         raise ConfigError("; ".join(errors))
-    return sites
+    by_name = {v.site: v for v in verdicts}
+    kept = []
+    for site in sites:
+        verdict = by_name[site.name]
+        if verdict.reason is None:
+            preflight.apply(site, verdict)
+            kept.append(site)
+        else:
+            site.shutdown()
+    return kept
 
 
 @contextlib.contextmanager
@@ -191,13 +234,17 @@ def open_session(
     run_dir: Path,
     extra_paths: list[str] | None = None,
     journal: Journal | None = None,
+    sites_dir: Path | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> Iterator[Session]:
     """Start the sites and wire queues to a dispatcher; stop everything on exit.
 
     Every site is shut down on the way out, whether the block ends normally, raises, or is
     interrupted (KeyboardInterrupt), so no engine process outlives the session. With a
     ``journal``, results it holds that the results files lack (a crash came between the two)
-    are written there first; the journal is closed on exit.
+    are written there first; the journal is closed on exit. ``sites_dir`` is where the
+    deployment records of containerized sites are (``<sites_dir>/deploy/``); the pre-flight
+    checks every site against them before the block runs.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     needed = methods.kinds()
@@ -208,7 +255,7 @@ def open_session(
     check_kinds(methods, {c.kind for c in configs})
     data = DataPlane({c.name: c.data for c in configs}, campaign=run_dir.name)
     try:
-        sites = _start_sites(configs, run_dir, extra_paths or [], data)
+        sites = _start_sites(configs, run_dir, extra_paths or [], data, needed, sites_dir, notify)
         dispatcher = Dispatcher(
             sites, methods, queues.put_result, run_dir, data=data, journal=journal
         )
@@ -304,6 +351,7 @@ def run_campaign(
     meta: dict[str, Any] | None = None,
     grace: float = 30.0,
     notify: Callable[[str], None] | None = None,
+    sites_dir: Path | None = None,
 ) -> RunSummary:
     """Run a campaign class to completion on the given sites.
 
@@ -323,6 +371,8 @@ def run_campaign(
         grace: On Ctrl-C/SIGTERM, seconds to wait for running tasks before interrupting
             them (a second Ctrl-C stops at once).
         notify: Called with one-line messages for the user (stopping, waiting).
+        sites_dir: The sites directory, whose ``deploy/`` folder holds the deployment
+            records the pre-flight checks containerized sites against.
 
     Returns:
         Per-site counts, agent failures and the campaign's summary line.
@@ -340,7 +390,9 @@ def run_campaign(
         journal.set_meta(meta)
     with (
         model_registry(cls, run_dir, tracking_uri) as get_registry,
-        open_session(site_configs, methods, topics, run_dir, extra_paths, journal) as session,
+        open_session(
+            site_configs, methods, topics, run_dir, extra_paths, journal, sites_dir, notify
+        ) as session,
     ):
         registry = get_registry()
         try:

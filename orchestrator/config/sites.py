@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from orchestrator.config.containers import CONTAINER_FIELD_HINTS, ContainerConfig, is_uri
 from orchestrator.data.config import DATA_FIELD_HINTS, DataConfig
 from orchestrator.exceptions import ConfigError
 
@@ -88,6 +89,8 @@ class SiteConfig(BaseModel):
             endpoint, multi or globus, with that connector's fields; see ``DataConfig``) and
             ``threshold_bytes``: arguments and results larger than it move by proxy instead of
             through the task channel.
+        container: The Apptainer image the site's tasks run in (``image``, ``recipe``,
+            ``runtime``, ``mode``, ``binds``, ``env``, ``gpu``; see ``ContainerConfig``).
         description: Free text shown by ``orch sites list``.
 
     """
@@ -108,6 +111,7 @@ class SiteConfig(BaseModel):
     http_timeout: float = Field(default=10.0, gt=0, le=600)
     commands: dict[SimulationCode, str | list[str]] = Field(default_factory=dict)
     data: DataConfig | None = None
+    container: ContainerConfig | None = None
     description: str = ""
 
     @field_validator("commands")
@@ -191,6 +195,29 @@ class SiteConfig(BaseModel):
                     "listed (one worker per accelerator)",
                     f"set `capacity: {len(self.accelerators)}` or list more accelerators",
                 )
+        container = self.container
+        if container is not None:
+            if (
+                self.backend == "local"
+                and not is_uri(container.image)
+                and container.recipe is None
+                and not Path(container.image).exists()
+            ):
+                raise _rule(
+                    "container.image",
+                    f"{container.image} does not exist",
+                    "fix the path, or add `recipe:` (a file in containers/) so `orch deploy` "
+                    "builds it there",
+                )
+            if container.mode == "workers":
+                spaced = [p for p in (container.image, *container.binds) if " " in p]
+                if spaced:
+                    raise _rule(
+                        "container",
+                        f"{spaced[0]!r} contains a space, which a workers-mode launch command "
+                        "cannot carry (Globus Compute's container wrapper splits on spaces)",
+                        "use a path without spaces (a symbolic link will do), or `mode: exec`",
+                    )
         if self.max_in_flight is not None and self.max_in_flight < self.capacity:
             raise _rule(
                 "max_in_flight",
@@ -229,6 +256,8 @@ _HINTS: dict[str, str] = {
     "commands": "map a code (cp2k, lammps, nwchem, xtb) to its launch command, e.g. "
     "`lammps: mpiexec -n 4 lmp`",
     "description": "give a line of text (quote it if it contains ':' or '#')",
+    "container": "give `image:` (a path or oras:// URI) and optionally recipe, runtime, mode, "
+    "binds, env, gpu; see the README's containers section",
 }
 
 _MISSING_HINTS: dict[str, str] = {
@@ -309,13 +338,18 @@ def _explain(path: Path, error: ValidationError, name_from_stem: bool) -> str:
         hint = _HINTS.get(top, "see the annotated files in sites/examples/")
         if top == "data" and len(loc) > 1 and str(loc[1]) in DATA_FIELD_HINTS:
             hint = DATA_FIELD_HINTS[str(loc[1])]
+        if top == "container" and len(loc) > 1 and str(loc[1]) in CONTAINER_FIELD_HINTS:
+            hint = CONTAINER_FIELD_HINTS[str(loc[1])]
         if kind == "extra_forbidden":
-            close = difflib.get_close_matches(top, _FIELDS, n=1, cutoff=0.6)
+            name, valid = top, _FIELDS
+            if top == "container" and len(loc) > 1:
+                name, valid = str(loc[1]), list(ContainerConfig.model_fields)
+            close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
             problem = "unknown field"
             hint = (
                 f"did you mean '{close[0]}'?"
                 if close
-                else f"remove it; valid fields: {', '.join(_FIELDS)}"
+                else f"remove it; valid fields: {', '.join(valid)}"
             )
         elif kind == "missing":
             problem = "required field is missing"

@@ -417,6 +417,8 @@ class Dispatcher:
             failure_info=failure_info,
             worker_host=outcome.host,
             worker_pid=outcome.pid,
+            image=site.image if site is not None else None,
+            image_digest=site.image_digest if site is not None else None,
             timestamps=Timestamps(
                 created=task.created,
                 sent=task.sent,

@@ -92,6 +92,10 @@ class Site(ABC):
         """What every task at this site sees through ``apps.runtime.task_context()``: the
         site's ``commands`` plus ``context`` (e.g. the data plane's store for results). Fixed at
         construction: sites serialize it with each method once."""
+        self.image: str | None = None
+        """The image the site's tasks run in (its ``container.image``), once verified."""
+        self.image_digest: str | None = None
+        """That image's ``sha256:`` digest (from the deployment record), recorded in results."""
         self.down_reason: str | None = None
         self._down_listeners: list[Callable[[Site, str], None]] = []
         self._lock = threading.Lock()
@@ -126,6 +130,13 @@ class Site(ABC):
         revive anything.
         """
         return False
+
+    def check(self) -> str | None:
+        """Pre-flight: ``None`` when the site can take tasks, else the one-line reason.
+
+        Runs before the thinker starts (``orch launch``); the default has nothing to check.
+        """
+        return None
 
     @abstractmethod
     def start(self) -> None:

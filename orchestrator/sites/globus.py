@@ -494,6 +494,20 @@ class GlobusSite(Site):
                 web_client.base_url = service_url
         return client
 
+    def check(self) -> str | None:
+        """Pre-flight: credentials work and the service says the endpoint is online."""
+        try:
+            status = self._build_client().get_endpoint_status(self.config.endpoint_id)
+        except Exception as exc:  # noqa: BLE001 - every failure is a reason to report
+            return self._reason(exc)
+        state = str(status.get("status", "")) if hasattr(status, "get") else ""
+        if state and state != "online":
+            return (
+                f"site '{self.name}': endpoint {self.config.endpoint_id} is {state}; start it "
+                "on the site (`globus-compute-endpoint start <name>`)"
+            )
+        return None
+
     def try_revive(self) -> bool:
         """Ask the service for the endpoint's status; revive the site if it answers online."""
         if self._closed:

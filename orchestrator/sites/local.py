@@ -26,6 +26,7 @@ from parsl.providers import LocalProvider
 
 from orchestrator.apps.runtime import TaskWrapper
 from orchestrator.config.sites import SiteConfig
+from orchestrator.containers.plan import plan_for
 from orchestrator.exceptions import SiteUnavailableError
 from orchestrator.sites.base import Outcome, Site
 
@@ -107,6 +108,12 @@ class LocalSite(Site):
         self._endpoint_id = uuid.uuid5(uuid.NAMESPACE_URL, f"orch-local-site:{config.name}")
         self._life = threading.RLock()  # a restart and a shutdown never overlap
         self._closed = False
+        self.container_plan = plan_for(
+            config, run_dir.resolve(), self.working_dir, self._extra_paths
+        )
+        """How the site's tasks run in its image (None: no ``container:``)."""
+        if self.container_plan is not None and self.container_plan.mode == "exec":
+            self.task_context["container"] = self.container_plan.exec_spec()
 
     def _worker_init(self) -> str:
         lines = []
@@ -126,7 +133,18 @@ class LocalSite(Site):
             os.environ["PATH"] = bin_dir + os.pathsep + path
         self.working_dir.mkdir(parents=True, exist_ok=True)
         accelerators = list(self.config.accelerators)
+        container: dict[str, Any] = {}
+        plan = self.container_plan
+        if plan is not None:
+            for host_path in plan.host_paths():  # a bind's source must exist
+                host_path.mkdir(parents=True, exist_ok=True)
+            if plan.mode == "workers":  # the worker pool runs in the image, as on an endpoint
+                container = {
+                    "container_type": "custom",
+                    "container_cmd_options": plan.launch_template(self.working_dir),
+                }
         engine = GlobusComputeEngine(
+            **container,
             label=f"orch-{self.name}",
             address="127.0.0.1",
             max_workers_per_node=self.capacity,

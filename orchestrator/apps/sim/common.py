@@ -11,9 +11,10 @@ Every wrapper in this package follows the same pattern::
         return parse(run)
 
 The command that launches a code comes from the site (``commands:`` in its YAML, delivered with
-each task): ``lmp`` on a laptop, ``mpiexec -n 4 lmp`` on a cluster, ``apptainer exec sim.sif
-lmp`` in a container. Only the standard library, numpy, ASE and RDKit are imported here: this
-runs on workers.
+each task): ``lmp`` on a laptop, ``mpiexec -n 4 lmp`` on a cluster. A site with
+``container: {mode: exec}`` runs the code inside its image, the launcher outside:
+``mpiexec -n 4 apptainer exec --cleanenv ... sim.sif lmp``. Only the standard library, numpy,
+ASE and RDKit are imported here: this runs on workers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from orchestrator.apps.containers import container_argv
 from orchestrator.apps.runtime import task_context
 
 # Failure reasons (``SimulationError.reason``, copied to ``Result.failure_info.reason``)
@@ -238,6 +240,10 @@ def run_code(
     if threads < 1:
         raise bad_input(code, f"threads must be >= 1 (got {threads})")
     argv = resolve_command(code, default_command) + [str(a) for a in args]
+    run_env = {**BASE_ENV, "OMP_NUM_THREADS": str(threads), **(env or {})}
+    container = task_context().get("container")
+    if container:  # exec mode: the launcher on the host, the code in the site's image
+        argv = container_argv(container, argv, default_command[0], env=run_env, workdir=workdir)
     if shutil.which(argv[0]) is None:
         raise SimulationError(
             BINARY_MISSING,
@@ -245,7 +251,7 @@ def run_code(
             f"'commands: {{{code}: ...}}' in the site's YAML to the command that runs it",
             code=code,
         )
-    full_env = {**os.environ, **BASE_ENV, "OMP_NUM_THREADS": str(threads), **(env or {})}
+    full_env = {**os.environ, **run_env}
     out_path, err_path = workdir / "orch.stdout", workdir / "orch.stderr"
     started = time.monotonic()
     with contextlib.ExitStack() as files:
