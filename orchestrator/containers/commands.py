@@ -57,11 +57,12 @@ def site_binds(container: ContainerConfig, paths: Sequence[Path | str]) -> list[
 
     A path inside another one in the list is dropped: its parent's bind covers it.
     """
-    wanted = sorted({os.path.abspath(os.fspath(p)) for p in paths if p}, key=len)
-    kept: list[str] = []
-    for path in wanted:
-        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
-            kept.append(path)
+    wanted = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths if p))
+
+    def inside(path: str, other: str) -> bool:
+        return path != other and path.startswith(other.rstrip("/") + "/")
+
+    kept = [p for p in wanted if not any(inside(p, other) for other in wanted)]
     return [Bind(src=p, dst=p) for p in kept] + container.bind_list()
 
 

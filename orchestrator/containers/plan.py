@@ -68,7 +68,8 @@ class ContainerPlan:
 
     def host_paths(self) -> list[Path]:
         """The host side of every bind orch adds (created before the runtime starts)."""
-        return [Path(b.src) for b in self.binds]
+        own = set(self.container.bind_list())
+        return [Path(b.src) for b in self.binds if b not in own]
 
 
 def plan_for(
