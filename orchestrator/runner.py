@@ -195,6 +195,13 @@ def _start_sites(
                 errors.append(f"site {site.name}: could not start: {type(exc).__name__}: {exc}")
         verdicts = [future.result() for future in checking]
     logger.info("sites started and pre-flight done in %.2f s", time.monotonic() - started)
+    for verdict in verdicts:
+        logger.info(
+            "pre-flight: site %s %s in %.3f s",
+            verdict.site,
+            "passed" if verdict.reason is None else "failed",
+            verdict.seconds,
+        )
     if not errors:
         failed = [v for v in verdicts if v.reason is not None]
         missing = preflight.missing_kinds(sites, verdicts, kinds)

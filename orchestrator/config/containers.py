@@ -102,7 +102,7 @@ class ContainerConfig(BaseModel):
 
     Attributes:
         image: The image on the site: an absolute path to a SIF file or a sandbox directory
-            (``~`` is expanded on this machine for local sites), or an ``oras://`` /
+            (``~`` is expanded on the machine that holds it), or an ``oras://`` /
             ``docker://`` URI that ``orch deploy`` pulls to ``path``.
         recipe: A definition file in ``containers/`` that ``orch deploy`` builds ``image``
             from when it is missing.
@@ -140,14 +140,13 @@ class ContainerConfig(BaseModel):
                 f"{value!r} uses a scheme orch cannot pull",
                 "use an oras:// or docker:// URI, or a path on the site",
             )
-        expanded = os.path.expanduser(value)
-        if not expanded.startswith("/"):
+        if not value.startswith(("/", "~")):
             raise _rule(
                 "image",
                 f"{value!r} is not an absolute path",
                 "give the image's absolute path on the site, e.g. /home/me/images/sim.sif",
             )
-        return expanded
+        return value  # `~` is expanded where the image lies (a remote site's home differs)
 
     @field_validator("recipe")
     @classmethod
@@ -212,10 +211,9 @@ class ContainerConfig(BaseModel):
     def _path_absolute(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        expanded = os.path.expanduser(value)
-        if not expanded.startswith("/"):
+        if not value.startswith(("/", "~")):
             raise _rule("path", f"{value!r} is not an absolute path", CONTAINER_FIELD_HINTS["path"])
-        return expanded
+        return value
 
     @model_validator(mode="after")
     def _path_only_for_uris(self) -> ContainerConfig:

@@ -201,7 +201,7 @@ class SiteConfig(BaseModel):
                 self.backend == "local"
                 and not is_uri(container.image)
                 and container.recipe is None
-                and not Path(container.image).exists()
+                and not Path(container.image).expanduser().exists()
             ):
                 raise _rule(
                     "container.image",

@@ -163,11 +163,9 @@ def _image_step(config: SiteConfig, scratch: Path) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"build": build, "pull": pull, "sources": sources}
     if config.backend == "local":
         return ensure_image(container.runtime, image, **kwargs, timeout=IMAGE_TIMEOUT_S)
-    from orchestrator.containers.endpoint import DEPLOY_USER_CONFIG
+    from orchestrator.containers.endpoint import deploy_user_config
 
-    outside = config.model_copy(
-        update={"user_endpoint_config": {**config.user_endpoint_config, **DEPLOY_USER_CONFIG}}
-    )
+    outside = config.model_copy(update={"user_endpoint_config": deploy_user_config(config)})
     site = make_site(outside, scratch)
     site.start()
     try:

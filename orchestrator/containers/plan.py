@@ -91,7 +91,9 @@ def plan_for(
     container = config.container
     if container is None:
         return None
-    image = os.path.expanduser(container.image_path(config.name))
+    image = container.image_path(config.name)
+    if run_dir is not None:  # a local site: `~` is this machine's; a remote site expands its own
+        image = os.path.expanduser(image)
     env: dict[str, str] = {}
     paths: list[Path | str] = []
     if run_dir is not None:
