@@ -218,3 +218,19 @@ def test_image_digest_of_a_file_and_of_a_tree(tmp_path: Path) -> None:
     assert image_digest(tree) == first  # content, not time, makes the digest
     (tree / "bin" / "tool").chmod(0o755)
     assert image_digest(tree) != first
+
+
+def test_model_versions_are_tagged_with_the_training_image() -> None:
+    from orchestrator.models import Result, Timestamps
+    from orchestrator.registry.tags import provenance_tags
+
+    result = Result(
+        task_id="t1", method="train", topic="train", site="polaris-gpu", image="/i/ml.sif",
+        image_digest="sha256:" + "ab" * 32, timestamps=Timestamps(created=0.0),
+    )  # fmt: skip
+    assert provenance_tags(result) == {
+        "orch.task_id": "t1", "orch.site": "polaris-gpu", "image": "/i/ml.sif",
+        "image_digest": "sha256:" + "ab" * 32,
+    }  # fmt: skip
+    plain = result.model_copy(update={"image": None, "image_digest": None})
+    assert "image_digest" not in provenance_tags(plain)

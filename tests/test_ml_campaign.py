@@ -47,6 +47,11 @@ def test_campaign_trains_versions_registers_them_and_records_lineage(tmp_path):
         assert champion in (1, 2) and "champion" in versions[champion].aliases
         best = min(versions, key=lambda v: versions[v].metrics["val_rmse"])
         assert champion == best  # the alias follows the lower validation error
+        # each version names the training task that made it, and where it ran
+        for version, train in zip((1, 2), trains, strict=True):
+            assert versions[version].tags["orch.task_id"] == train["task_id"]
+            assert versions[version].tags["orch.site"] == "local-gpu"
+            assert "image_digest" not in versions[version].tags  # no container on this site
         for version in (1, 2):
             rows = registry.lineage(version)
             steered = {

@@ -20,6 +20,7 @@ from orchestrator.campaigns.ml import ml_methods
 from orchestrator.campaigns.molecules import POOL
 from orchestrator.campaigns.simulation import simulation_methods
 from orchestrator.models import Result
+from orchestrator.registry.tags import provenance_tags
 from orchestrator.thinker import BaseThinker, ThinkerQueues, agent
 
 
@@ -51,6 +52,8 @@ class IpSearch(BaseThinker):
         registry: Any = None,
     ):
         super().__init__(queues)
+        self.last: dict[str, Result] = {}
+        """The latest result of each GPU method (its provenance tags the model version)."""
         self.options = options or IpSearchOptions()
         self.registry = registry
         rng = random.Random(self.options.seed)
@@ -84,6 +87,7 @@ class IpSearch(BaseThinker):
         """Run one GPU task and return its value (raise with the reason if it failed)."""
         self.queues.send_inputs(*args, method=method, topic=method, model_version=model_version)
         result = self.queues.get_result(method)
+        self.last[method] = result
         if not result.success:
             info = result.failure_info
             raise RuntimeError(f"{method} failed: {info.message if info else 'unknown'}")
@@ -142,7 +146,11 @@ class IpSearch(BaseThinker):
             to_module(self.weights),
             params={**train_options, "round": round_, "n_train": len(self.data)},
             metrics=numbers,
-            tags={"orch.campaign": "ip-search", "orch.round": round_},
+            tags={
+                "orch.campaign": "ip-search",
+                "orch.round": round_,
+                **provenance_tags(self.last.get("train_surrogate")),
+            },
         )
         self.registry.promote(info.version, metric="val_rmse")
         self.versions.append((info.version, numbers))

@@ -50,6 +50,7 @@ from orchestrator.campaigns.simulation import simulation_methods
 from orchestrator.dispatch import Method
 from orchestrator.exceptions import TimeoutException
 from orchestrator.models import Result
+from orchestrator.registry.tags import provenance_tags
 from orchestrator.thinker import (
     BaseThinker,
     ReallocatorThread,
@@ -440,6 +441,7 @@ class MolecularDesign(BaseThinker):
                     "orch.campaign": "molecular-design",
                     "orch.round": number,
                     "orch.final": final,
+                    **provenance_tags(result),
                 },
             )
             self.registry.promote(info.version, metric="val_rmse")
