@@ -328,7 +328,10 @@ def deploy(
                 f"{sites}: no site has a `container:` section; add one (see the README's "
                 "containers section) or give --site"
             )
-    _setup_logging(site_folder(sites, "_").parent / "deploy.log", verbose=False)
+    log_dir = site_folder(sites, "_").parent
+    _check_writable(log_dir, "--sites")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    _setup_logging(log_dir / "deploy.log", verbose=False)
     from concurrent.futures import ThreadPoolExecutor
 
     from rich.live import Live

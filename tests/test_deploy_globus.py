@@ -1,0 +1,126 @@
+"""``orch deploy`` for a Globus site: the deployment task and the probe as they reach the service.
+
+The stand-in service of test_site_globus.py answers the SDK's HTTP calls but has no result
+stream, so nothing comes back: these tests check what was sent (the SDK's own request, decoded)
+and that a site which never answers is reported, in one line, within the bounded wait.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_site_globus import (  # noqa: F401 - fixtures
+    ENDPOINT_ID,
+    FUNCTION_ID,
+    FakeGlobus,
+    creds,
+    decode_buffers,
+    fake,
+)
+
+from orchestrator.apps.images import ensure_image
+from orchestrator.apps.probe import probe
+from orchestrator.config.sites import SiteConfig
+from orchestrator.containers import deploy
+
+pytestmark = [pytest.mark.container, pytest.mark.timeout(120)]
+
+USER_CONFIG = {"worker_init": "module load apptainer", "account": "chem", "provider": "PBSProProvider"}
+
+
+def globus_config(mode: str) -> SiteConfig:
+    return SiteConfig.model_validate(
+        {
+            "name": "polaris",
+            "kind": "cpu",
+            "backend": "globus",
+            "capacity": 4,
+            "endpoint_id": str(ENDPOINT_ID),
+            "http_timeout": 2.0,
+            "user_endpoint_config": USER_CONFIG,
+            "container": {"image": "/eagle/chem/sim.sif", "recipe": "sim.def", "mode": mode},
+        }
+    )
+
+
+def submitted(fake: FakeGlobus) -> list[tuple[dict[str, Any], tuple, dict]]:  # noqa: F811
+    """Each submitted batch's settings, and its one task's (fn, args, kwargs)."""
+    out = []
+    for request in fake.requests:
+        if request.path == f"/v3/endpoints/{ENDPOINT_ID}/submit":
+            batch = request.json()
+            (payload,) = batch["tasks"][FUNCTION_ID]
+            (call_args, _) = decode_buffers(payload)
+            fn, args, kwargs, _context = call_args
+            out.append((batch, (fn, *args), kwargs))
+    return out
+
+
+def test_the_deployment_task_runs_outside_the_image_and_carries_the_recipe(
+    tmp_path: Path,
+    fake: FakeGlobus,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(deploy, "IMAGE_TIMEOUT_S", 3.0)
+    config = globus_config("workers")
+    result = deploy.deploy_site(config, tmp_path / "sites")
+    # The stand-in never returns a result: reported in one line within the bounded wait
+    assert not result.ok
+    (problem,) = result.problems
+    assert "the deployment task: no answer within 3 s" in problem and "\n" not in problem
+    (batch, call, kwargs) = submitted(fake)[0]
+    # the endpoint's container wrapper is switched off for this task, the rest is the site's
+    assert batch["user_endpoint_config"] == {**USER_CONFIG, "container": False}
+    fn, runtime, image = call
+    assert fn is ensure_image and (runtime, image) == ("apptainer", "/eagle/chem/sim.sif")
+    assert kwargs["build"] == [
+        "apptainer", "build", "--fakeroot", "/eagle/chem/sim.sif", "containers/sim.def",
+    ]  # fmt: skip
+    assert kwargs["pull"] is None
+    with tarfile.open(fileobj=io.BytesIO(kwargs["sources"]), mode="r:gz") as tar:
+        names = set(tar.getnames())
+    assert {"containers/sim.def", "containers/pins.txt", "orchestrator/apps/probe.py"} <= names
+    assert not any("__pycache__" in n for n in names)
+    assert not (tmp_path / "sites" / "deploy" / "polaris" / "record.json").exists()
+
+
+@pytest.mark.parametrize("mode", ["workers", "exec"])
+def test_the_probe_runs_in_the_image_on_the_site(
+    tmp_path: Path,
+    fake: FakeGlobus,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    monkeypatch.setattr(deploy, "PROBE_TIMEOUT_S", 2.0)
+    config = globus_config(mode)
+    with pytest.raises(RuntimeError, match="the probe: no answer within 2 s"):
+        deploy._probe_step(config, tmp_path)
+    ((batch, call, kwargs),) = submitted(fake)
+    # the probe goes to the same user endpoint as the campaign's tasks (container on)
+    assert batch["user_endpoint_config"] == USER_CONFIG
+    fn, prefix = call
+    assert fn is probe and kwargs == {}
+    if mode == "workers":
+        assert prefix is None  # the worker itself runs in the image
+    else:  # exec mode: the task starts the probe in the image on the site's host
+        assert prefix == [
+            "apptainer", "exec", "--cleanenv", "--env", "PYTHONNOUSERSITE=1",
+            "/eagle/chem/sim.sif",
+        ]  # fmt: skip
+
+
+def test_endpoint_files_are_written_for_the_sites_owner(tmp_path: Path) -> None:
+    from orchestrator.containers.endpoint import check_endpoint_files, write_endpoint_files
+
+    folder = tmp_path / "endpoint"
+    written = write_endpoint_files(globus_config("workers"), folder)
+    assert sorted(p.name for p in written) == [
+        "config.yaml", "user_config_schema.json", "user_config_template.yaml.j2",
+    ]  # fmt: skip
+    rendered = check_endpoint_files(folder)
+    assert "container_type: custom" in rendered and "/eagle/chem/sim.sif" in rendered
+    assert "container_type" not in check_endpoint_files(folder, {"container": False})
