@@ -57,11 +57,14 @@ def sites_list(sites: SitesOption = Path("sites")) -> None:
     """List the sites described in a directory."""
     configs = _load(sites)
     table = Table(title=f"sites in {sites}")
-    for column in ("name", "kind", "backend", "capacity", "max in flight", "where"):
+    for column in ("name", "kind", "backend", "capacity", "max in flight", "where", "container"):
         table.add_column(column)
     for c in configs:
         where = str(c.endpoint_id) if c.backend == "globus" else "this machine"
-        table.add_row(c.name, c.kind, c.backend, str(c.capacity), str(c.in_flight_limit), where)
+        image = f"{c.container.mode}: {c.container.image}" if c.container else "-"
+        table.add_row(
+            c.name, c.kind, c.backend, str(c.capacity), str(c.in_flight_limit), where, image
+        )
     out.print(table)
 
 

@@ -21,16 +21,23 @@ from pathlib import Path
 
 import pytest
 from conftest import read_results
-from support.images import apptainer_path, runtime_bin_dir, sim_image, sim_image_build  # noqa: F401
+from support.images import (  # noqa: F401 - fixtures
+    REAL_RUNTIME_REASON,
+    apptainer_path,
+    real_runtime,
+    sim_image,
+    sim_image_build,
+    sim_sources,
+)
 
 from orchestrator.apps.images import image_digest
 
-pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 REPO = Path(__file__).resolve().parents[1]
 HIDDEN = {"xtb", "lmp", "cp2k", "cp2k.psmp", "nwchem"}
 
-MARKER_CAMPAIGN = '''
+MARKER_CAMPAIGN = """
 from orchestrator.dispatch.methods import Method
 from orchestrator.thinker import BaseThinker, agent
 
@@ -48,22 +55,22 @@ class WhereAmI(BaseThinker):
     @agent(startup=True)
     def ask(self) -> None:
         for _ in range(3):
-            self.queues.send_inputs(method="where_am_i")
+            self.queues.send_inputs(method="where_am_i", topic="where_am_i")
         for _ in range(3):
             self.queues.get_result(topic="where_am_i")
         self.done.set()
-'''
+"""
 
 
-def path_without_codes(tmp_path: Path) -> str:
-    """A PATH with the runner and orch's venv but none of the simulation codes."""
+def path_without_codes(tmp_path: Path, runtime_dir: Path) -> str:
+    """A PATH with the container runtime and orch's venv but none of the simulation codes."""
     farm = tmp_path / "host-bin"
     farm.mkdir()
     for folder in ("/usr/local/bin", "/usr/bin", "/usr/sbin"):
         for entry in sorted(Path(folder).iterdir()):
             if entry.name not in HIDDEN and not (farm / entry.name).exists():
                 (farm / entry.name).symlink_to(entry)
-    return os.pathsep.join([str(runtime_bin_dir()), str(Path(sys.executable).parent), str(farm)])
+    return os.pathsep.join([str(runtime_dir), str(Path(sys.executable).parent), str(farm)])
 
 
 def orch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -77,11 +84,16 @@ def orch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def host_env(tmp_path: Path, sim_image: Path) -> dict[str, str]:  # noqa: F811 - fixture
+def host_env(
+    tmp_path: Path,
+    sim_image: Path,  # noqa: F811 - fixture
+    apptainer_path: Path,  # noqa: F811 - fixture
+) -> dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = path_without_codes(tmp_path)
+    env["PATH"] = path_without_codes(tmp_path, apptainer_path)
     env["PYTHONPATH"] = str(REPO)
     env["ORCH_TEST_CWD"] = str(tmp_path)
+    env["COLUMNS"] = "200"  # the deploy table on one line per row
     assert shutil.which("xtb", path=env["PATH"]) is None  # the host offers no xtb to orch
     assert shutil.which("apptainer", path=env["PATH"]) is not None
     return env
@@ -115,6 +127,7 @@ def test_deploy_then_xtb_screen_runs_every_task_in_the_image(
     assert "boxed" in deployed.stdout and record["digest"][:19] in deployed.stdout
     assert "ready" in deployed.stdout
     print(f"\n[container] orch deploy ({mode}, image cached by the runner): {deploy_s:.1f} s")
+    print(deployed.stdout)
 
     run_dir = tmp_path / "run"
     smiles = "O,C,N,CO,CC,C=C"
@@ -175,3 +188,14 @@ def test_a_changed_image_is_refused_at_launch(tmp_path: Path, host_env: dict[str
     assert launched.returncode == 2, launched.stdout + launched.stderr
     (line,) = launched.stderr.strip().splitlines()
     assert "changed since it was deployed" in line and "orch deploy" in line
+
+
+@pytest.mark.skipif(real_runtime() is None, reason=REAL_RUNTIME_REASON)
+def test_the_real_runtime_runs_the_image(sim_image: Path) -> None:  # noqa: F811 - fixture
+    runtime = real_runtime()
+    assert runtime is not None
+    done = subprocess.run(
+        [runtime, "exec", "--cleanenv", str(sim_image), "cat", "/opt/orch/IMAGE"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "sim", done.stderr

@@ -29,7 +29,11 @@ from orchestrator.containers import deploy
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(120)]
 
-USER_CONFIG = {"worker_init": "module load apptainer", "account": "chem", "provider": "PBSProProvider"}
+USER_CONFIG = {
+    "worker_init": "module load apptainer",
+    "account": "chem",
+    "provider": "PBSProProvider",
+}
 
 
 def globus_config(mode: str) -> SiteConfig:

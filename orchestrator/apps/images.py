@@ -36,11 +36,16 @@ def _hash_file(path: str, digest: Any) -> None:
 def _walk(root: str) -> list[tuple[str, os.stat_result]]:
     """Every entry under ``root`` (not following links), as (relative path, lstat), sorted."""
     entries: list[tuple[str, os.stat_result]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in (*dirnames, *filenames):
-            full = os.path.join(dirpath, name)
-            entries.append((os.path.relpath(full, root), os.lstat(full)))
+    pending = [("", root)]
+    while pending:
+        prefix, folder = pending.pop()
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                rel = prefix + entry.name
+                info = entry.stat(follow_symlinks=False)
+                entries.append((rel, info))
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append((rel + "/", entry.path))
     entries.sort(key=lambda item: item[0])
     return entries
 

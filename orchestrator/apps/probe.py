@@ -87,14 +87,36 @@ def _torch() -> dict[str, Any] | None:
     }
 
 
+def _installed(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def own_versions() -> dict[str, Any]:
+    """Python, orch and package versions from metadata alone: quick, imports nothing heavy.
+
+    ``torch`` is ``{"version": ...}`` or ``None``; no code is run.
+    """
+    try:
+        import orchestrator  # noqa: PLC0415 - the package this module belongs to
+
+        orch_version: str | None = orchestrator.__version__
+    except ImportError:
+        orch_version = None
+    torch = _installed("torch")
+    return {
+        "python": platform.python_version(),
+        "orch": orch_version,
+        "packages": {name: _installed(name) for name in PACKAGES},
+        "torch": {"version": torch} if torch else None,
+    }
+
+
 def versions() -> dict[str, Any]:
     """The versions this process sees (see the module docstring)."""
-    packages: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            packages[name] = None
+    packages = {name: _installed(name) for name in PACKAGES}
     try:
         import orchestrator  # noqa: PLC0415 - the package this module belongs to
 

@@ -33,8 +33,7 @@ from typing import Any
 
 from orchestrator import __version__
 from orchestrator.apps.images import ensure_image, fingerprint
-from orchestrator.apps.probe import PACKAGES, probe
-from orchestrator.apps.probe import versions as local_versions
+from orchestrator.apps.probe import PACKAGES, own_versions, probe
 from orchestrator.config.containers import is_uri
 from orchestrator.config.sites import SiteConfig
 from orchestrator.containers.commands import build_argv, pull_argv
@@ -77,7 +76,7 @@ def _base(version: str | None) -> str | None:
 
 def version_problems(site: str, report: dict[str, Any]) -> list[str]:
     """One line per version in the image that differs from orch's own (and the fix)."""
-    here = local_versions()
+    here = own_versions()
     problems: list[str] = []
     fix = "rebuild the image from containers/pins.txt (`orch deploy --force`)"
     ours, theirs = here["python"].rsplit(".", 1)[0], str(report.get("python", "?"))
