@@ -128,3 +128,16 @@ def test_endpoint_files_are_written_for_the_sites_owner(tmp_path: Path) -> None:
     rendered = check_endpoint_files(folder)
     assert "container_type: custom" in rendered and "/eagle/chem/sim.sif" in rendered
     assert "container_type" not in check_endpoint_files(folder, {"container": False})
+
+
+def test_the_example_sites_get_endpoint_files_the_endpoint_loads(tmp_path: Path) -> None:
+    from orchestrator.config.sites import load_sites
+    from orchestrator.containers.endpoint import check_endpoint_files, write_endpoint_files
+
+    examples = Path(__file__).resolve().parents[1] / "sites" / "examples"
+    for config in load_sites(examples):
+        folder = tmp_path / config.name
+        write_endpoint_files(config, folder)
+        rendered = check_endpoint_files(folder)
+        assert config.container is not None
+        assert ("container_type: custom" in rendered) == (config.container.mode == "workers")
