@@ -171,11 +171,16 @@ def _start_sites(
     kinds: set[str],
     sites_dir: Path | None = None,
     notify: Callable[[str], None] | None = None,
-) -> list[Site]:
+) -> tuple[list[Site], dict[str, str]]:
     """Start the sites and run the pre-flight checks, all in parallel.
 
-    Sites that fail the pre-flight are stopped and left out (one line each through
-    ``notify``); when a kind in ``kinds`` is left with no site, nothing runs.
+    Sites that fail the pre-flight are reported (one line each through ``notify``); those
+    whose image failed are stopped and left out, those whose service failed are kept and
+    returned with their reason, to be marked down once the dispatcher watches them (it
+    revives them when they answer). When a kind in ``kinds`` has no passing site, nothing runs.
+
+    Returns:
+        The sites to use, and ``{site name: reason}`` for those to mark down.
 
     Raises:
         ConfigError: a site could not start, or a kind has no site that passed the pre-flight.
@@ -213,7 +218,8 @@ def _start_sites(
             )
         else:
             for verdict in failed:
-                line = f"pre-flight: {verdict.reason}; continuing without it"
+                then = "kept as down until it answers" if verdict.revivable else "left out"
+                line = f"pre-flight: {verdict.reason}; {then}"
                 logger.warning("%s", line)
                 if notify is not None:
                     notify(line)
@@ -223,14 +229,17 @@ def _start_sites(
         raise ConfigError("; ".join(errors))
     by_name = {v.site: v for v in verdicts}
     kept = []
+    down: dict[str, str] = {}
     for site in sites:
         verdict = by_name[site.name]
-        if verdict.reason is None:
+        if verdict.reason is None or verdict.revivable:
             preflight.apply(site, verdict)
             kept.append(site)
+            if verdict.reason is not None:
+                down[site.name] = verdict.reason
         else:
             site.shutdown()
-    return kept
+    return kept, down
 
 
 @contextlib.contextmanager
@@ -262,10 +271,15 @@ def open_session(
     check_kinds(methods, {c.kind for c in configs})
     data = DataPlane({c.name: c.data for c in configs}, campaign=run_dir.name)
     try:
-        sites = _start_sites(configs, run_dir, extra_paths or [], data, needed, sites_dir, notify)
+        sites, down = _start_sites(
+            configs, run_dir, extra_paths or [], data, needed, sites_dir, notify
+        )
         dispatcher = Dispatcher(
             sites, methods, queues.put_result, run_dir, data=data, journal=journal
         )
+        for site in sites:
+            if site.name in down:  # the dispatcher revives it when it answers
+                site.mark_down(down[site.name])
         if journal is not None:
             dispatcher.undelivered(journal.completed_results(skip=dispatcher.results.written))
         queues.attach(dispatcher)

@@ -167,3 +167,48 @@ def test_a_missing_image_fails_the_preflight(tmp_path: Path) -> None:
 
     shutil.rmtree(image)
     assert f"image {image} does not exist" in str(check_site(site, sites).reason)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_an_offline_globus_peer_is_kept_down_and_the_local_site_does_the_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_globus_login: dict[str, str]
+) -> None:
+    from apps_for_tests import square
+
+    from orchestrator.dispatch import Method
+    from orchestrator.runner import run_campaign
+    from orchestrator.thinker import BaseThinker, agent
+
+    class Squares(BaseThinker):
+        methods = [Method(square, kind="cpu")]
+
+        @agent
+        def go(self) -> None:
+            for x in range(4):
+                self.queues.send_inputs(float(x), method="square", topic="square")
+            self.values = sorted(self.queues.get_result("square").value for _ in range(4))
+
+    monkeypatch.setenv("GLOBUS_COMPUTE_CLIENT_ID", "00000000-0000-4000-8000-000000000001")
+    monkeypatch.setenv("GLOBUS_COMPUTE_CLIENT_SECRET", "orch-test-secret")
+    service = FakeGlobus(endpoint_status="offline")
+    point_at(monkeypatch, service.url)
+    hpc = SiteConfig.model_validate(
+        {"name": "hpc", "kind": "cpu", "backend": "globus", "capacity": 2,
+         "endpoint_id": ENDPOINT_ID, "http_timeout": 2.0}
+    )  # fmt: skip
+    local = SiteConfig.model_validate({"name": "here", "kind": "cpu", "backend": "local",
+                                       "capacity": 1})  # fmt: skip
+    lines: list[str] = []
+    try:
+        summary = run_campaign(
+            Squares, [hpc, local], tmp_path / "run", notify=lines.append,
+            extra_paths=[str(Path(__file__).parent)],
+        )  # fmt: skip
+    finally:
+        service.close()
+    (line,) = lines
+    assert line.startswith("pre-flight: site 'hpc': endpoint") and "is offline" in line
+    assert line.endswith("kept as down until it answers")
+    assert summary.per_site["here"]["done"] == 4 and summary.per_site["hpc"]["done"] == 0
+    assert not service.find("POST", f"/v3/endpoints/{ENDPOINT_ID}/submit")  # nothing sent there

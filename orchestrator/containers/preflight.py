@@ -8,8 +8,10 @@ For each site, in parallel with starting the sites:
   present with the recorded digest (on this machine: a metadata fingerprint, re-hashed only
   when it changed), and the versions the probe reported equal to orch's own.
 
-A site that fails is left out with one line saying why; when a kind the campaign needs has no
-site that passes, the campaign stops before any task runs (exit 2).
+A site that fails is reported in one line. One whose image failed is left out; one whose
+service or endpoint failed is kept as *down*, so the dispatcher revives it when it answers.
+When a kind the campaign needs has no site that passes, the campaign stops before any task
+runs (exit 2).
 """
 
 from __future__ import annotations
@@ -26,12 +28,18 @@ from orchestrator.sites.base import Site
 
 @dataclass
 class Verdict:
-    """The pre-flight result of one site: ``reason`` is ``None`` when it passed."""
+    """The pre-flight result of one site: ``reason`` is ``None`` when it passed.
+
+    ``revivable`` failures come from the site's own check (an unreachable service, an endpoint
+    that is not online): such a site may come back during the campaign, so it is kept, down,
+    for the dispatcher to revive. Image problems are not revivable: the site is left out.
+    """
 
     site: str
     reason: str | None
     seconds: float
     digest: str | None = None
+    revivable: bool = False
 
 
 def _container_reason(site: Site, sites_dir: Path | None) -> tuple[str | None, str | None]:
@@ -73,19 +81,20 @@ def _container_reason(site: Site, sites_dir: Path | None) -> tuple[str | None, s
 def check_site(site: Site, sites_dir: Path | None) -> Verdict:
     """Run every pre-flight check of one site (never raises)."""
     started = time.monotonic()
+    revivable = False
     try:
-        reason = site.check()
-        digest = None
+        reason, digest = _container_reason(site, sites_dir)
         if reason is None:
-            reason, digest = _container_reason(site, sites_dir)
+            reason = site.check()
+            revivable = reason is not None
     except Exception as exc:  # noqa: BLE001 - a broken check is a failed site, not a crash
         reason, digest = f"site {site.name}: pre-flight failed: {type(exc).__name__}: {exc}", None
-    return Verdict(site.name, reason, time.monotonic() - started, digest)
+    return Verdict(site.name, reason, time.monotonic() - started, digest, revivable)
 
 
 def apply(site: Site, verdict: Verdict) -> None:
-    """Record a passing site's image identity on it (results carry it)."""
-    if verdict.reason is None and site.config.container is not None:
+    """Record a verified image's identity on its site (results carry it)."""
+    if verdict.digest is not None and site.config.container is not None:
         site.image = site.config.container.image
         site.image_digest = verdict.digest
 
