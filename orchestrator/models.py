@@ -85,6 +85,9 @@ class Result(BaseModel):
     )
     worker_host: str | None = None
     worker_pid: int | None = None
+    remote_task_id: str | None = Field(
+        default=None, description="The task's id at a Globus site's service (Globus Compute)"
+    )
     image: str | None = Field(
         default=None, description="Container image the task ran in (the site's container.image)"
     )
@@ -105,6 +108,14 @@ class Result(BaseModel):
     resources: dict[str, Any] = Field(default_factory=dict)
     timestamps: Timestamps
     sizes: Sizes = Field(default_factory=Sizes)
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Unpickle; a result journaled by an older orch gets the defaults of newer fields."""
+        values = state.get("__dict__", {})
+        for name, info in type(self).model_fields.items():
+            if name not in values and not info.is_required():
+                values[name] = info.get_default(call_default_factory=True)
+        super().__setstate__(state)
 
     @property
     def inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:

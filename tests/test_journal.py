@@ -101,3 +101,19 @@ def test_worker_side_walltime_stops_the_call():
     assert record["failure"]["reason"] == "timeout"
     assert record["failure"]["details"] == {"walltime": 0.2}
     assert run_task(time.sleep, (0,), {}, {"walltime": 5})["ok"] is True
+
+
+def test_results_journaled_by_an_older_orch_unpickle_with_new_fields_defaulted():
+    import pickle
+
+    from orchestrator.models import Result, Timestamps
+
+    result = Result(task_id="t", method="m", topic="t", timestamps=Timestamps(created=0.0))
+    state = result.__getstate__()
+    for name in ("image", "image_digest", "remote_task_id"):  # fields added after stop 9
+        del state["__dict__"][name]
+    old = Result.__new__(Result)
+    old.__setstate__(state)
+    assert old.image is None and old.remote_task_id is None
+    again = pickle.loads(pickle.dumps(old))
+    assert again.to_json() == result.to_json()

@@ -417,6 +417,7 @@ class Dispatcher:
             failure_info=failure_info,
             worker_host=outcome.host,
             worker_pid=outcome.pid,
+            remote_task_id=outcome.remote_id,
             image=site.image if site is not None else None,
             image_digest=site.image_digest if site is not None else None,
             timestamps=Timestamps(

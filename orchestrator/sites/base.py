@@ -31,6 +31,8 @@ class Outcome:
     finished: float | None = None
     input_size: int | None = None
     value_size: int | None = None
+    remote_id: str | None = None
+    """The task's id at the site's service (a Globus Compute task id), when it has one."""
 
     @classmethod
     def from_worker(

@@ -585,6 +585,12 @@ class GlobusSite(Site):
         with self._state_lock:
             sent = self._sent.get(future)
         input_size = sent.input_size if sent else None
+        outcome = self._decode(future, input_size)
+        task_id = getattr(future, "task_id", None)  # ComputeFuture: the service's task id
+        outcome.remote_id = str(task_id) if task_id else None
+        return outcome
+
+    def _decode(self, future: Future[Any], input_size: int | None) -> Outcome:
         try:
             try:
                 exc = future.exception(timeout=0)
