@@ -19,7 +19,6 @@ run with ``-s`` to see them.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from concurrent.futures import wait
