@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import psutil
@@ -20,14 +21,43 @@ ENGINE_MARKERS = (
 )
 
 
+SESSION_TAG = "ORCH_TEST_SESSION"
+"""Set in this session's environment: every process a test starts inherits it, orphans too."""
+os.environ.setdefault(SESSION_TAG, uuid.uuid4().hex)
+
+
+def _started_here(proc: psutil.Process) -> bool:
+    """Whether this test session started ``proc`` (it, or a parent, carries the session tag).
+
+    A containerized worker runs with a cleaned environment: its runtime parent holds the tag.
+    Processes of other test runs on the same machine are not this session's business.
+    """
+    tag = os.environ[SESSION_TAG]
+    try:
+        chain = [proc, *proc.parents()]
+    except psutil.Error:
+        return False
+    for member in chain:
+        try:
+            if member.environ().get(SESSION_TAG) == tag:
+                return True
+        except psutil.Error:  # gone, or another user's
+            continue
+    return False
+
+
 def engine_processes() -> list[psutil.Process]:
-    """Engine and tracking-server processes alive on this machine."""
+    """Engine and tracking-server processes this test session started that are alive."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         if proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue  # exited, awaiting its parent's wait(): nothing left running
         cmd = " ".join(proc.info["cmdline"] or ())
-        if any(marker in cmd for marker in ENGINE_MARKERS) and proc.pid != os.getpid():
+        if (
+            any(marker in cmd for marker in ENGINE_MARKERS)
+            and proc.pid != os.getpid()
+            and _started_here(proc)
+        ):
             found.append(proc)
     return found
 
