@@ -46,7 +46,7 @@ def where_am_i() -> dict:
     import os, shutil
     marker = open("/opt/orch/IMAGE").read().strip() if os.path.exists("/opt/orch/IMAGE") else None
     return {"marker": marker, "container": os.environ.get("APPTAINER_CONTAINER"),
-            "xtb": shutil.which("xtb"), "host_repo_visible": os.path.exists(%(repo)r)}
+            "xtb": shutil.which("xtb"), "host_file_visible": os.path.exists(%(host_only)r)}
 
 
 class WhereAmI(BaseThinker):
@@ -148,12 +148,17 @@ def test_deploy_then_xtb_screen_runs_every_task_in_the_image(
 
 
 def test_a_task_in_workers_mode_sees_the_image_not_the_host(
-    tmp_path: Path, host_env: dict[str, str]
+    tmp_path: Path, host_env: dict[str, str], request: pytest.FixtureRequest
 ) -> None:
     image = tmp_path / "images" / "sim"
     sites = site_dir(tmp_path, image, "workers")
     campaign = tmp_path / "where.py"
-    campaign.write_text(MARKER_CAMPAIGN % {"repo": str(REPO / "pyproject.toml")})
+    # a host file outside Apptainer's default binds ($HOME, /tmp, the current directory):
+    # the task must not see it
+    host_only = Path("/var/tmp") / f"orch-host-only-{os.getpid()}-{tmp_path.name}"
+    host_only.write_text("host\n")
+    request.addfinalizer(host_only.unlink)
+    campaign.write_text(MARKER_CAMPAIGN % {"host_only": str(host_only)})
     assert not Path("/opt/orch/IMAGE").exists()  # the marker exists only in the image
     deployed = orch("deploy", "--sites", str(sites), env=host_env)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
@@ -169,7 +174,7 @@ def test_a_task_in_workers_mode_sees_the_image_not_the_host(
         assert r["value"]["marker"] == "sim"
         assert r["value"]["container"] == str(image)
         assert r["value"]["xtb"] == "/usr/bin/xtb"  # the image's, the host PATH has none
-        assert r["value"]["host_repo_visible"] is False  # host files are not bound in
+        assert r["value"]["host_file_visible"] is False  # host files are not bound in
         assert r["image_digest"] == image_digest(image)
 
 

@@ -26,6 +26,13 @@ Behaviour worth knowing (measured with globus-compute-sdk 4.19.0 / globus-sdk 4.
   calls raise :class:`~orchestrator.exceptions.SiteUnavailableError`. The SDK's executor stops
   for good after such a failure; :meth:`GlobusSite.revive` drops it so that the next submit
   builds a fresh one.
+* **Endpoint watch.** While tasks are in flight, the site asks the service for the endpoint's
+  status every :data:`STATUS_POLL_S` seconds. An endpoint the service reports as not online
+  (e.g. it crashed and stopped heartbeating) marks the site down; its in-flight tasks fail
+  with a site failure, which the dispatcher re-places on a peer. A failed status call changes
+  nothing (submissions and the result stream report service failures themselves).
+  A broker outage needs no watch: the SDK's result watcher gives up after five reconnect
+  attempts (0.5-10 s apart), failing its futures with the AMQP error, which marks the site down.
 * **Service URL override.** ``GLOBUS_SDK_SERVICE_URL_COMPUTE`` (globus-sdk's standard
   per-service override, which the Compute SDK's ``Client`` otherwise ignores) points the site
   at another Compute service, e.g. a proxy or a test double; ``GLOBUS_SDK_SERVICE_URL_AUTH``
@@ -77,6 +84,14 @@ MAX_TASK_PAYLOAD = 10_000_000
 
 A bigger task is failed here, alone: sent upstream it would be rejected with
 ``TASK_PAYLOAD_TOO_LARGE`` and the rejection would stop the SDK's executor for every task.
+"""
+
+STATUS_POLL_S = 5.0
+"""Seconds between two endpoint-status checks while the site has tasks in flight.
+
+A crashed endpoint loses the tasks it holds without a word: the service only stops seeing
+its heartbeats, and the SDK's futures would wait for ever. Asking the status (one bounded
+call) is how the site notices and hands those tasks back for re-placement.
 """
 
 SERVICE_URL_VAR = "GLOBUS_SDK_SERVICE_URL_COMPUTE"
@@ -291,6 +306,10 @@ class GlobusSite(Site):
         self._executor: Any = None
         self._closed = False
         self._sent: weakref.WeakKeyDictionary[Future[Any], _Sent] = weakref.WeakKeyDictionary()
+        self._lost: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        """Executors dropped because their endpoint went offline -> the down reason."""
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -335,6 +354,7 @@ class GlobusSite(Site):
                 return
             self._closed = True
             old, self._executor = self._executor, None
+        self._watch_stop.set()
         if old is not None:
             self._stop_executor(old)
 
@@ -443,6 +463,13 @@ class GlobusSite(Site):
             except Exception as exc:  # noqa: BLE001 - any build failure makes the site unusable
                 reason = self._reason(exc, building=True)
             else:
+                if self._watcher is None:
+                    self._watcher = threading.Thread(
+                        target=self._watch_endpoint,
+                        name=f"orch-globus-watch-{self.name}",
+                        daemon=True,
+                    )
+                    self._watcher.start()
                 return self._executor
         self._mark_down(reason)
         raise SiteUnavailableError(reason)
@@ -455,6 +482,48 @@ class GlobusSite(Site):
         with self._state_lock:
             self._sent[future] = _Sent(None, input_size)
         return future
+
+    # -- watching the endpoint -------------------------------------------------------------
+
+    def _watch_endpoint(self) -> None:
+        """Every :data:`STATUS_POLL_S` s while tasks are in flight, ask the endpoint's status."""
+        while not self._watch_stop.wait(STATUS_POLL_S):
+            with self._state_lock:
+                executor = None if self._closed or self.is_down else self._executor
+                in_flight = (
+                    0
+                    if executor is None
+                    else sum(
+                        1
+                        for future, sent in self._sent.items()
+                        if sent.executor is executor and not future.done()
+                    )
+                )
+            if executor is None or not in_flight:
+                continue
+            try:
+                status = executor.client.get_endpoint_status(self.config.endpoint_id)
+            except Exception as exc:  # noqa: BLE001 - a failed check decides nothing
+                log.debug("site '%s': endpoint status check failed: %s", self.name, describe(exc))
+                continue
+            state = str(status.get("status", "")) if hasattr(status, "get") else ""
+            if state and state != "online":
+                self._endpoint_lost(executor, state, in_flight)
+
+    def _endpoint_lost(self, executor: Any, state: str, in_flight: int) -> None:
+        """The service says the endpoint is not online: down, and hand its tasks back."""
+        reason = (
+            f"site '{self.name}': endpoint {self.config.endpoint_id} went {state}; its "
+            f"{in_flight} task(s) are re-placed"
+        )
+        with self._state_lock:
+            if self._closed or executor is not self._executor:
+                return
+            self._executor = None
+            self._lost[executor] = reason
+        # Down first, so that the dispatcher re-places the cancelled tasks on a peer.
+        self._mark_down(reason)
+        self._stop_executor(executor)
 
     # -- building the SDK objects ----------------------------------------------------------
 
@@ -642,6 +711,11 @@ class GlobusSite(Site):
         )
 
     def _cancelled_outcome(self, future: Future[Any], input_size: int | None) -> Outcome:
+        with self._state_lock:
+            sent = self._sent.get(future)
+            lost = self._lost.get(sent.executor) if sent and sent.executor is not None else None
+        if lost is not None:
+            return Outcome.site_failure("EndpointOffline", lost, input_size=input_size)
         if self._stopped_by_sdk(future):
             # The SDK cancels the queued futures of an executor that stopped after a failure.
             reason = self.down_reason or (

@@ -169,6 +169,38 @@ class RabbitBroker:
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def stop_node(self) -> None:
+        """Stop the RabbitMQ node only (a broker outage); epmd, ports and data stay.
+
+        Every client connection drops. :meth:`start_node` brings the node back on the same
+        ports, with the durable queues (and their persistent messages) it had.
+        """
+        server, self.server = self.server, None
+        if server is not None:
+            _stop_group(server, grace=30.0)
+
+    def start_node(self) -> None:
+        """Start the node again after :meth:`stop_node`, on the same ports; wait until ready.
+
+        Raises:
+            BrokerError: the node did not accept connections in time.
+        """
+        if self.server is not None:
+            return
+        script = server_script()
+        assert script is not None
+        with open(self._out, "ab") as out:
+            self.server = subprocess.Popen(
+                [str(script)],
+                env=self._env,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready()
+
     def connection(self) -> pika.BlockingConnection:
         """A new blocking connection to the broker."""
         return pika.BlockingConnection(pika.URLParameters(self.url + "?heartbeat=0"))

@@ -97,6 +97,9 @@ class LoopbackEndpoint:
         name: Endpoint name (a folder in the compute dir).
         python_paths: Folders the workers need on ``PYTHONPATH``.
         extra_env: More variables for the user endpoints and their workers.
+        heartbeat_period: The manager's ``heartbeat_period`` (seconds, at least 5), added to
+            the ``config.yaml`` orch wrote; ``None`` keeps the endpoint's default (30 s). The
+            service reports an endpoint offline three periods (plus 5 s) after its last one.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class LoopbackEndpoint:
         name: str = "orch-loopback",
         python_paths: Sequence[str] = (),
         extra_env: Mapping[str, str] | None = None,
+        heartbeat_period: float | None = None,
     ):
         self.site = site
         self.service = service
@@ -114,6 +118,7 @@ class LoopbackEndpoint:
         self.name = name
         self.python_paths = list(python_paths)
         self.extra_env = dict(extra_env or {})
+        self.heartbeat_period = heartbeat_period
         self.endpoint_id = str(site.endpoint_id or uuid.uuid4())
         self.compute_dir = workdir / "compute"
         self.files_dir = workdir / "orch-endpoint-files"
@@ -166,9 +171,11 @@ class LoopbackEndpoint:
                 within ``timeout`` seconds.
         """
         try:
-            began = time.monotonic()
-            self._configure()
-            self.configure_seconds = time.monotonic() - began
+            if not (self.endpoint_dir / "config.yaml").exists():
+                # A restart (after :meth:`kill`) reuses the configured endpoint.
+                began = time.monotonic()
+                self._configure()
+                self.configure_seconds = time.monotonic() - began
             began = time.monotonic()
             console = open(self._console, "ab")  # noqa: SIM115 - the child keeps it
             try:
@@ -204,6 +211,10 @@ class LoopbackEndpoint:
 
     def _configure(self) -> None:
         write_endpoint_files(self.site, self.files_dir)
+        if self.heartbeat_period is not None:
+            core = self.files_dir / "config.yaml"
+            text = core.read_text()
+            core.write_text(text.rstrip("\n") + f"\nheartbeat_period: {self.heartbeat_period:g}\n")
         user_env = self.files_dir / "user_environment.yaml"
         # JSON is YAML: one "KEY": "value" mapping.
         user_env.write_text(json.dumps(self.user_environment(), indent=2) + "\n")
@@ -239,6 +250,41 @@ class LoopbackEndpoint:
                 f"globus-compute-endpoint configure failed ({done.returncode}): "
                 f"{(done.stdout + done.stderr)[-2000:]}"
             )
+
+    def kill(self) -> list[psutil.Process]:
+        """Crash the endpoint: SIGKILL the manager's process group, without ``stop``.
+
+        Returns:
+            The endpoint's processes alive just before (manager, user endpoints, workers);
+            :meth:`wait_gone` waits for the ones outside the manager's group to notice.
+        """
+        process, self.process = self.process, None
+        if process is None:
+            return []
+        alive = tagged_processes(self.tag)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        return alive
+
+    def wait_gone(self, processes: Sequence[psutil.Process], timeout: float) -> list[str]:
+        """Wait up to ``timeout`` s for ``processes`` to exit; kill and list the rest.
+
+        Returns:
+            Command lines of the processes that had to be killed (also added to
+            :attr:`forced`).
+        """
+        _, alive = psutil.wait_procs(list(processes), timeout=timeout)
+        left = []
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                left.append(" ".join(proc.cmdline())[:160])
+                proc.kill()
+        psutil.wait_procs(alive, timeout=5)
+        self.forced.extend(left)
+        return left
 
     def stop(self) -> None:
         """``globus-compute-endpoint stop NAME``; then make sure nothing of ours is left.

@@ -154,6 +154,38 @@ class LoopbackService:
         self._http_thread: threading.Thread | None = None
         self._lock_file: Any = None
         self._result_event = threading.Condition(self._lock)
+        self._fail_code: int | None = None
+        self.failed_calls: list[str] = []
+        """``"METHOD /path"`` of every request answered by :meth:`fail_with`'s error."""
+
+    # -- fault injection ---------------------------------------------------------------------
+
+    def fail_with(self, code: int = 503) -> None:
+        """Answer ``code`` (e.g. 503) to every submit and endpoint-status request from now on.
+
+        Only those routes fail: registration, functions, the result-stream address and task
+        polling keep working, as when the service's task front end is overloaded.
+        """
+        if not 500 <= code <= 599:
+            raise ValueError(f"fail_with takes a 5xx status, not {code}")
+        self._fail_code = code
+
+    def recover(self) -> None:
+        """Undo :meth:`fail_with`: submit and status answer normally again."""
+        self._fail_code = None
+
+    def _injected_failure(self, method: str, path: str) -> tuple[int, dict[str, Any]] | None:
+        code = self._fail_code
+        if code is None:
+            return None
+        parts = path.strip("/").split("/")
+        submit = method == "POST" and parts[:2] == ["v3", "endpoints"] and parts[3:] == ["submit"]
+        status = parts[:2] == ["v2", "endpoints"] and parts[3:] == ["status"]
+        if not (submit or status):
+            return None
+        with self._lock:
+            self.failed_calls.append(f"{method} {path}")
+        return code, {"code": "SERVICE_UNAVAILABLE", "error": f"loopback fault: HTTP {code}"}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -675,7 +707,11 @@ class LoopbackService:
         with self._lock:
             self.calls.append(f"{method} {path}")
         try:
-            code, doc = self._route(method, path, raw, h.headers.get("Content-Type", ""))
+            injected = self._injected_failure(method, path)
+            if injected is not None:
+                code, doc = injected
+            else:
+                code, doc = self._route(method, path, raw, h.headers.get("Content-Type", ""))
         except Exception as exc:  # noqa: BLE001 - answer 500 rather than hang the client
             log.exception("loopback service failed on %s %s", method, path)
             code, doc = 500, {"code": "LOOPBACK_ERROR", "error": repr(exc)}
