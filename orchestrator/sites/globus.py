@@ -690,7 +690,8 @@ class GlobusSite(Site):
             return Outcome.site_failure(exc.exception_type, exc.message, input_size=input_size)
         if isinstance(exc, TaskExecutionFailed):
             remote = scrub(exc.remote_data or "")
-            lines = [line.strip() for line in remote.splitlines() if line.strip()]
+            # the endpoint ends its error text with a rule of dashes: skip such lines
+            lines = [line.strip() for line in remote.splitlines() if line.strip(" -+=\t")]
             last = lines[-1] if lines else "remote task failed"
             head = last.split(":", 1)[0]
             exception_type = head if re.fullmatch(r"[\w.]+", head) else "TaskExecutionFailed"
