@@ -27,3 +27,7 @@ lint:
 # Data-movement benchmark: 100 MB shared input and result, orch vs the raw ProxyStore connector
 bench-data *ARGS:
     scripts/setup && .venv/bin/python benchmarks/data_movement.py {{ARGS}}
+
+# Remote path: a loopback Globus site (real SDK, RabbitMQ, endpoint) next to a local site
+bench-remote *ARGS:
+    scripts/setup && .venv/bin/python benchmarks/remote_path.py {{ARGS}}
