@@ -311,43 +311,6 @@ def test_user_endpoint_config_values_reach_the_rendered_engine(
     assert marker in rendered
 
 
-def test_value_the_schema_refuses(site_for, endpoint_id, service, endpoint):
-    values = {**HOST, "max_workers_per_node": 0}
-    site = site_for(twin_site(endpoint_id, name="refused", user_endpoint_config=values))
-    future = site.submit(where, (1,), {})
-    # The manager validates the values against orch's schema before starting a user
-    # endpoint, and reports the failure on that user endpoint's heartbeat queue.
-    deadline = time.monotonic() + RESULT_TIMEOUT
-    report = None
-    while report is None and time.monotonic() < deadline:
-        uep = _user_endpoint(service, endpoint_id, values)
-        beat = service.heartbeats.get(uep) if uep else None
-        if beat is not None and beat[1].get("error"):
-            report = str(beat[1]["error"])
-        else:
-            wait([future], timeout=0.5)
-    assert report is not None, f"no start-failure report: {endpoint.log_tail()}"
-    _show("schema refusal (endpoint's report)", report)
-    assert "0 is less than the minimum of 1" in report
-    # The site itself is fine: tasks sent with valid values still run.
-    _still_works(site_for(twin_site(endpoint_id, name="after-refusal")))
-    # What orch sees of it: the real service finishes the user endpoint's outstanding futures
-    # with that message (globus_compute_endpoint core_endpoint.send_failure_notice); the
-    # loopback service only records the report.
-    done, _ = wait([future], timeout=10)
-    if not done:
-        pytest.xfail(
-            "loopback service does not fail the tasks of a user endpoint whose start failed; "
-            f"the report was: {report}"
-        )
-    outcome = site.outcome(future)
-    _show("schema refusal (orch's outcome)", outcome.failure)
-    assert not outcome.ok
-    assert outcome.failure is not None
-    assert "0 is less than the minimum of 1" in outcome.failure["message"]
-    assert not site.is_down
-
-
 # -- 3. resource_specification reaching the engine -----------------------------------------------
 
 
@@ -461,3 +424,44 @@ def test_orch_deploy_through_the_endpoint(
     for name in ("config.yaml", "user_config_template.yaml.j2", "user_config_schema.json"):
         written = (sites_dir / "deploy" / SITE / "endpoint" / name).read_text()
         assert written == (endpoint.files_dir / name).read_text()
+
+
+# Last in the module: after a user endpoint is refused, the manager endpoint's forked child
+# exits through the manager's shutdown path and sends a final heartbeat (period 0) with the
+# manager's id, so the service reports the manager offline and orch's endpoint watch would mark
+# a site of this endpoint down: later tests here would see it.
+def test_value_the_schema_refuses(site_for, endpoint_id, service, endpoint):
+    values = {**HOST, "max_workers_per_node": 0}
+    site = site_for(twin_site(endpoint_id, name="refused", user_endpoint_config=values))
+    future = site.submit(where, (1,), {})
+    # The manager validates the values against orch's schema before starting a user
+    # endpoint, and reports the failure on that user endpoint's heartbeat queue.
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    report = None
+    while report is None and time.monotonic() < deadline:
+        uep = _user_endpoint(service, endpoint_id, values)
+        beat = service.heartbeats.get(uep) if uep else None
+        if beat is not None and beat[1].get("error"):
+            report = str(beat[1]["error"])
+        else:
+            wait([future], timeout=0.5)
+    assert report is not None, f"no start-failure report: {endpoint.log_tail()}"
+    _show("schema refusal (endpoint's report)", report)
+    assert "0 is less than the minimum of 1" in report
+    # The site itself is fine: tasks sent with valid values still run.
+    _still_works(site_for(twin_site(endpoint_id, name="after-refusal")))
+    # What orch sees of it: the real service finishes the user endpoint's outstanding futures
+    # with that message (globus_compute_endpoint core_endpoint.send_failure_notice); the
+    # loopback service only records the report.
+    done, _ = wait([future], timeout=10)
+    if not done:
+        pytest.xfail(
+            "loopback service does not fail the tasks of a user endpoint whose start failed; "
+            f"the report was: {report}"
+        )
+    outcome = site.outcome(future)
+    _show("schema refusal (orch's outcome)", outcome.failure)
+    assert not outcome.ok
+    assert outcome.failure is not None
+    assert "0 is less than the minimum of 1" in outcome.failure["message"]
+    assert not site.is_down
