@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 from conftest import TESTS_DIR, read_results
-from loopback.broker import RabbitBroker, missing_reason
+from loopback import skip_reason
+from loopback.broker import RabbitBroker
 from loopback.campaign import SpreadCampaign, SpreadOptions
 from loopback.endpoint import CLIENT_ID, CLIENT_SECRET, LoopbackEndpoint
 from loopback.service import LoopbackService
@@ -37,21 +38,7 @@ from orchestrator.runner import run_campaign
 from orchestrator.sites import make_site
 from orchestrator.sites.globus import GlobusSite
 
-
-def _skip_reason() -> str | None:
-    reason = missing_reason()
-    if reason:
-        return reason
-    try:
-        from globus_compute_endpoint.endpoint.utils import has_pyprctl
-    except ImportError:
-        return "globus-compute-endpoint is not installed"
-    if not has_pyprctl:
-        return "pyprctl is missing: globus-compute-endpoint cannot run a manager endpoint"
-    return None
-
-
-SKIP = _skip_reason()
+SKIP = skip_reason()
 
 pytestmark = [
     pytest.mark.loopback,

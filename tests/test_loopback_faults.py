@@ -34,7 +34,8 @@ from typing import Any
 import psutil
 import pytest
 from conftest import TESTS_DIR, engine_processes, read_results
-from loopback.broker import RabbitBroker, missing_reason
+from loopback import skip_reason
+from loopback.broker import RabbitBroker
 from loopback.endpoint import CLIENT_ID, CLIENT_SECRET, LoopbackEndpoint, tagged_processes
 from loopback.faults import CONTROLS, Control, SteadyCampaign, SteadyOptions, executions
 from loopback.service import LoopbackService
@@ -45,21 +46,7 @@ from orchestrator.runner import Session, run_campaign
 from orchestrator.sites.base import Site
 from orchestrator.sites.globus import GlobusSite
 
-
-def _skip_reason() -> str | None:
-    reason = missing_reason()
-    if reason:
-        return reason
-    try:
-        from globus_compute_endpoint.endpoint.utils import has_pyprctl
-    except ImportError:
-        return "globus-compute-endpoint is not installed"
-    if not has_pyprctl:
-        return "pyprctl is missing: globus-compute-endpoint cannot run a manager endpoint"
-    return None
-
-
-SKIP = _skip_reason()
+SKIP = skip_reason()
 
 pytestmark = [
     pytest.mark.loopback,

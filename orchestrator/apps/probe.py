@@ -115,21 +115,8 @@ def own_versions() -> dict[str, Any]:
 
 
 def versions() -> dict[str, Any]:
-    """The versions this process sees (see the module docstring)."""
-    packages = {name: _installed(name) for name in PACKAGES}
-    try:
-        import orchestrator  # noqa: PLC0415 - the package this module belongs to
-
-        orch_version: str | None = orchestrator.__version__
-    except ImportError:
-        orch_version = None
-    return {
-        "python": platform.python_version(),
-        "orch": orch_version,
-        "packages": packages,
-        "torch": _torch(),
-        "codes": code_versions(),
-    }
+    """The versions this process sees: :func:`own_versions`, torch's CUDA, each code's."""
+    return {**own_versions(), "torch": _torch(), "codes": code_versions()}
 
 
 def image_facts() -> dict[str, Any]:

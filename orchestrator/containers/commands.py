@@ -106,7 +106,6 @@ def exec_spec(
     return {
         "argv": [container.runtime, "exec", *runtime_options(container, kind, binds)],
         "image": image,
-        "runtime": container.runtime,
     }
 
 

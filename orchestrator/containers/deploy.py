@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.apps.images import ensure_image, fingerprint
+from orchestrator.apps.images import ensure_image, fingerprint, image_digest
 from orchestrator.apps.probe import PACKAGES, own_versions, probe
 from orchestrator.config.containers import is_uri
 from orchestrator.config.sites import SiteConfig
@@ -278,8 +278,6 @@ def local_image_state(record: dict[str, Any]) -> tuple[str | None, str | None]:
 
     The digest is only recomputed when the fingerprint differs from the record's.
     """
-    from orchestrator.apps.images import image_digest
-
     path = str(Path(record["image_path"]).expanduser())
     current = fingerprint(path)
     if current == record.get("fingerprint"):

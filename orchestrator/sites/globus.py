@@ -285,6 +285,11 @@ def _stop_result_watcher(executor: Any) -> None:
             log.debug("result watcher shutdown failed", exc_info=True)
 
 
+def _endpoint_state(status: Any) -> str:
+    """The ``status`` field of ``get_endpoint_status``'s answer (``""`` when it has none)."""
+    return str(status.get("status", "")) if hasattr(status, "get") else ""
+
+
 class GlobusSite(Site):
     """A remote Globus Compute endpoint, driven through the SDK's ``Executor``.
 
@@ -506,7 +511,7 @@ class GlobusSite(Site):
             except Exception as exc:  # noqa: BLE001 - a failed check decides nothing
                 log.debug("site '%s': endpoint status check failed: %s", self.name, describe(exc))
                 continue
-            state = str(status.get("status", "")) if hasattr(status, "get") else ""
+            state = _endpoint_state(status)
             if state and state != "online":
                 self._endpoint_lost(executor, state, in_flight)
 
@@ -569,7 +574,7 @@ class GlobusSite(Site):
             status = self._build_client().get_endpoint_status(self.config.endpoint_id)
         except Exception as exc:  # noqa: BLE001 - every failure is a reason to report
             return self._reason(exc)
-        state = str(status.get("status", "")) if hasattr(status, "get") else ""
+        state = _endpoint_state(status)
         if state and state != "online":
             return (
                 f"site '{self.name}': endpoint {self.config.endpoint_id} is {state}; start it "
@@ -581,14 +586,9 @@ class GlobusSite(Site):
         """Ask the service for the endpoint's status; revive the site if it answers online."""
         if self._closed:
             return False
-        try:
-            status = self._build_client().get_endpoint_status(self.config.endpoint_id)
-        except Exception as exc:  # noqa: BLE001 - still unreachable: stays down
-            log.info("site '%s': still down: %s", self.name, self._reason(exc))
-            return False
-        state = str(status.get("status", "")) if hasattr(status, "get") else ""
-        if state and state != "online":
-            log.info("site '%s': endpoint answers but is %s", self.name, state)
+        reason = self.check()
+        if reason is not None:
+            log.info("site '%s': still down: %s", self.name, reason)
             return False
         self.revive()
         return not self.is_down
