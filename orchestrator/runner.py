@@ -33,13 +33,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from orchestrator.campaigns import BUILTIN_CAMPAIGNS
+from orchestrator.config.faults import FaultSpec
 from orchestrator.config.sites import SiteConfig
 from orchestrator.containers import preflight
 from orchestrator.data import DataPlane
 from orchestrator.dispatch import Dispatcher, MethodRegistry
-from orchestrator.dispatch.dispatcher import check_kinds
+from orchestrator.dispatch.chaos import FaultInjector
+from orchestrator.dispatch.dispatcher import SITE_WAIT, check_kinds
 from orchestrator.dispatch.journal import Journal
 from orchestrator.exceptions import CampaignError, ConfigError
+from orchestrator.lifeline import lifeline
 from orchestrator.queues import Queues
 from orchestrator.sites import make_site
 from orchestrator.sites.base import Site
@@ -161,6 +164,7 @@ class Session:
     run_dir: Path
     data: DataPlane
     journal: Journal | None = None
+    faults: FaultInjector | None = None
 
 
 def _start_sites(
@@ -252,6 +256,8 @@ def open_session(
     journal: Journal | None = None,
     sites_dir: Path | None = None,
     notify: Callable[[str], None] | None = None,
+    site_wait: float = SITE_WAIT,
+    faults: FaultSpec | None = None,
 ) -> Iterator[Session]:
     """Start the sites and wire queues to a dispatcher; stop everything on exit.
 
@@ -260,7 +266,8 @@ def open_session(
     ``journal``, results it holds that the results files lack (a crash came between the two)
     are written there first; the journal is closed on exit. ``sites_dir`` is where the
     deployment records of containerized sites are (``<sites_dir>/deploy/``); the pre-flight
-    checks every site against them before the block runs.
+    checks every site against them before the block runs. ``site_wait`` is how long tasks
+    wait out an outage of every site of their kind; ``faults`` turns fault injection on.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     needed = methods.kinds()
@@ -275,8 +282,15 @@ def open_session(
             configs, run_dir, extra_paths or [], data, needed, sites_dir, notify
         )
         dispatcher = Dispatcher(
-            sites, methods, queues.put_result, run_dir, data=data, journal=journal
+            sites,
+            methods,
+            queues.put_result,
+            run_dir,
+            data=data,
+            journal=journal,
+            site_wait=site_wait,
         )
+        injector = FaultInjector(faults, dispatcher) if faults is not None else None
         for site in sites:
             if site.name in down:  # the dispatcher revives it when it answers
                 site.mark_down(down[site.name])
@@ -290,6 +304,7 @@ def open_session(
             run_dir=run_dir,
             data=data,
             journal=journal,
+            faults=injector,
         )
     finally:
         if dispatcher is not None:
@@ -373,6 +388,8 @@ def run_campaign(
     grace: float = 30.0,
     notify: Callable[[str], None] | None = None,
     sites_dir: Path | None = None,
+    site_wait: float = SITE_WAIT,
+    faults: FaultSpec | None = None,
 ) -> RunSummary:
     """Run a campaign class to completion on the given sites.
 
@@ -394,6 +411,8 @@ def run_campaign(
         notify: Called with one-line messages for the user (stopping, waiting).
         sites_dir: The sites directory, whose ``deploy/`` folder holds the deployment
             records the pre-flight checks containerized sites against.
+        site_wait: Seconds tasks wait for a site of their kind when none is up.
+        faults: Faults to inject at local sites while the campaign runs (chaos testing).
 
     Returns:
         Per-site counts, agent failures and the campaign's summary line.
@@ -410,9 +429,19 @@ def run_campaign(
     if meta:
         journal.set_meta(meta)
     with (
+        lifeline(run_dir),  # every process started below ends with orch, kill -9 included
         model_registry(cls, run_dir, tracking_uri) as get_registry,
         open_session(
-            site_configs, methods, topics, run_dir, extra_paths, journal, sites_dir, notify
+            site_configs,
+            methods,
+            topics,
+            run_dir,
+            extra_paths,
+            journal,
+            sites_dir,
+            notify,
+            site_wait=site_wait,
+            faults=faults,
         ) as session,
     ):
         registry = get_registry()

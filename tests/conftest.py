@@ -18,7 +18,9 @@ ENGINE_MARKERS = (
     "globus-compute-endpoint python-exec",
     "mlflow server",  # embedded tracking servers (and their uvicorn child below)
     "mlflow.server",
+    "orchestrator.lifeline",  # the watchdog of a campaign
 )
+TAG_ENV = "ORCH_CAMPAIGN_TAG"  # orchestrator.lifeline.TAG_ENV: set in every process orch starts
 
 
 SESSION_TAG = "ORCH_TEST_SESSION"
@@ -46,18 +48,35 @@ def _started_here(proc: psutil.Process) -> bool:
     return False
 
 
+def _is_orch_process(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is one orch started: tagged by a campaign, an engine or server, or a
+    descendant of one (``multiprocessing`` workers say nothing of an engine in their command
+    line, and a containerized worker's environment is cleaned)."""
+    try:
+        chain = [proc, *proc.parents()]
+    except psutil.Error:
+        return False
+    for member in chain:
+        if member.pid == os.getpid():
+            return False  # pytest itself, and what it started directly, are not orch's
+        try:
+            if TAG_ENV in member.environ():
+                return True
+            cmd = " ".join(member.cmdline())
+        except psutil.Error:
+            continue
+        if any(marker in cmd for marker in ENGINE_MARKERS):
+            return True
+    return False
+
+
 def engine_processes() -> list[psutil.Process]:
-    """Engine and tracking-server processes this test session started that are alive."""
+    """Processes orch started in this test session that are alive (see ``_is_orch_process``)."""
     found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
+    for proc in psutil.process_iter(["status"]):
         if proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue  # exited, awaiting its parent's wait(): nothing left running
-        cmd = " ".join(proc.info["cmdline"] or ())
-        if (
-            any(marker in cmd for marker in ENGINE_MARKERS)
-            and proc.pid != os.getpid()
-            and _started_here(proc)
-        ):
+        if proc.pid != os.getpid() and _started_here(proc) and _is_orch_process(proc):
             found.append(proc)
     return found
 

@@ -192,11 +192,11 @@ class RevivingSite(LosingSite):
     def __init__(self, config, run_dir):
         super().__init__(config, run_dir)
         self.revive_calls = 0
-        self.lost = False
+        self.lost_one = False
 
     def outcome(self, future):
-        if not self.lost:
-            self.lost = True
+        if not self.lost_one:
+            self.lost_one = True
             return super().outcome(future)
         return ThreadSite.outcome(self, future)
 
@@ -287,22 +287,51 @@ def test_in_flight_task_without_budget_fails_with_reason(make, tmp_path):
     assert result.moves == []
 
 
-def test_all_sites_down_fails_tasks_with_reason(make, tmp_path):
+class OutageSite(ThreadSite):
+    """Down until ``answering`` is set; then the dispatcher's revive brings it back."""
+
+    def __init__(self, config, run_dir, gate=None):
+        super().__init__(config, run_dir, gate)
+        self.answering = threading.Event()
+
+    def try_revive(self):
+        if not self.answering.is_set():
+            return False
+        self.mark_up()
+        return True
+
+
+def test_tasks_wait_out_an_outage_then_run(make, tmp_path):
     gate = threading.Event()
-    site = ThreadSite(cfg("only", capacity=1, max_in_flight=1), tmp_path, gate)
-    queues, dispatcher = make([site])
+    site = OutageSite(cfg("only", capacity=1, max_in_flight=1), tmp_path, gate)
+    queues, dispatcher = make([site], down_retry=0.01)
+    states: list[tuple[str, str]] = []
+    dispatcher.listeners.append(lambda state, task, s: states.append((state, task.args[0])))
     queues.send_inputs(1, method="ident", topic="t")
-    queues.send_inputs(2, method="ident", topic="t")  # waits in the backlog
+    queues.send_inputs(2, method="ident", topic="t")  # waits in the backlog: no room
     site.mark_down("site 'only': service unreachable")
-    waiting = queues.get_result("t", timeout=10)
-    assert waiting.success is False and waiting.args == (2,)
-    assert "no cpu site is up: site 'only': service unreachable" in waiting.failure_info.message
-    queues.send_inputs(3, method="ident", topic="t")
-    later = queues.get_result("t", timeout=10)
-    assert later.success is False and "service unreachable" in later.failure_info.message
+    queues.send_inputs(3, method="ident", topic="t")  # waits: no cpu site is up
+    assert dispatcher.waiting("cpu") == 2
+    assert ("waiting", 3) in states
     gate.set()
-    first = queues.get_result("t", timeout=10)
-    assert first.args == (1,)
+    assert queues.get_result("t", timeout=10).args == (1,)  # it was running: it finishes
+    site.answering.set()
+    later = [queues.get_result("t", timeout=10) for _ in range(2)]
+    assert sorted(r.args[0] for r in later) == [2, 3]
+    assert all(r.success and r.site == "only" and r.retries == 0 for r in later)
+
+
+def test_outage_longer_than_site_wait_fails_with_no_site(make, tmp_path):
+    site = OutageSite(cfg("only"), tmp_path)
+    queues, dispatcher = make([site], down_retry=0.01, site_wait=0.05, monitor_interval=0.01)
+    site.mark_down("site 'only': service unreachable")
+    queues.send_inputs(1, method="ident", topic="t", max_retries=3)
+    result = queues.get_result("t", timeout=10)
+    assert result.success is False and result.failure_info.reason == "no_site"
+    assert result.retries == 0  # no_site is not retried by default
+    assert "no cpu site came back within site_wait (0.05 s)" in result.failure_info.message
+    assert "service unreachable" in result.failure_info.message
+    assert dispatcher.waiting("cpu") == 0
 
 
 def test_task_error_not_retried_by_default(make, tmp_path):

@@ -6,7 +6,6 @@ are repaired and reused as documented.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import signal
@@ -20,8 +19,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import read_results
+from conftest import TAG_ENV, engine_processes, read_results
 from durable_campaign import expected_outcome
+
+from orchestrator.lifeline import read_record, tagged_processes
 
 TESTS = Path(__file__).parent
 CAMPAIGN = f"{TESTS / 'durable_campaign.py'}:ChainCampaign"
@@ -67,25 +68,38 @@ def wait_while_running(proc: subprocess.Popen, done: Callable[[], bool], limit: 
         time.sleep(0.01)
 
 
-def kill_everything(proc: subprocess.Popen, run_dir: Path) -> None:
-    """SIGKILL orch and every process it started (as a crash of the node would)."""
-    os.killpg(proc.pid, signal.SIGKILL)
+def kill_orch(proc: subprocess.Popen, run_dir: Path) -> float:
+    """SIGKILL orch alone; its watchdog must end everything it started.
+
+    Returns:
+        Seconds from the kill until no process of the campaign is left.
+    """
+    tag = read_record(run_dir)["tag"]
+    assert tagged_processes(tag), "orch had started no process yet"
+    killed = time.monotonic()
+    proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    for p in psutil.process_iter(["cmdline"]):
-        if str(run_dir) in " ".join(p.info["cmdline"] or ()):
-            p.kill()
+    deadline = killed + 30
+    while (left := tagged_processes(tag)) and time.monotonic() < deadline:
+        psutil.wait_procs(left, timeout=0.5)
+    assert not left, [" ".join(p.cmdline())[:120] for p in left]
+    return time.monotonic() - killed
 
 
 def assert_nothing_left(tmp_path: Path) -> None:
-    """No process that works in this test's directories is still running."""
-    alive = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        if p.info["status"] != psutil.STATUS_ZOMBIE and str(tmp_path) in " ".join(
-            p.info["cmdline"] or ()
-        ):
-            alive.append(p)
+    """No process that orch started for this test (tagged, or a descendant) is running."""
+    alive = [p for p in engine_processes() if _in(p, tmp_path)]
     _, alive = psutil.wait_procs(alive, timeout=15)
     assert not alive, [" ".join(p.cmdline())[:120] for p in alive]
+
+
+def _in(proc: psutil.Process, folder: Path) -> bool:
+    """Whether ``proc`` belongs to a run under ``folder`` (its record names the tag)."""
+    tags = {r["tag"] for r in map(read_record, folder.glob("*")) if r}
+    try:
+        return proc.environ().get(TAG_ENV) in tags or str(folder) in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
 
 
 def journaled_inputs(run_dir: Path) -> list[tuple[int, int]]:
@@ -115,7 +129,8 @@ def test_sigkill_at_random_point_then_resume(tmp_path, sites_dir, seed):
     try:
         wait_while_running(proc, lambda: sum(calls(calls_dir).values()) >= kill_after, 240)
     finally:
-        kill_everything(proc, run_dir)
+        orphan_s = kill_orch(proc, run_dir)
+    print(f"seed {seed}: every process orch started ended {orphan_s:.2f} s after its kill -9")
     completed_before = journaled_inputs(run_dir)
     calls_before = calls(calls_dir)
 

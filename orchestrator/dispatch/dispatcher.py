@@ -45,11 +45,20 @@ WALLTIME_GRACE = 10.0
 """Seconds orch waits past a task's wall time for the worker's own report before it declares
 the task timed out itself (a worker stuck in native code cannot stop on its own)."""
 
-DOWN_RETRY = 10.0
+DOWN_RETRY = 2.0
 """Seconds before orch first tries to bring a down site back; doubled after each failed try."""
 
-DOWN_RETRY_MAX = 300.0
+DOWN_RETRY_MAX = 60.0
 """Longest wait between two tries to bring a down site back."""
+
+SITE_WAIT = 600.0
+"""Default seconds a task waits for a site of its kind to come back when none is up."""
+
+MONITOR_S = 1.0
+"""Seconds between two looks at the sites: their health, lost tasks, tasks waiting too long."""
+
+NO_SITE = "no_site"
+"""``FailureInfo.reason`` of a task that found no site of its kind up within ``site_wait``."""
 
 
 @dataclass
@@ -112,6 +121,10 @@ class Dispatcher:
         down_retry: Seconds before a down site is first tried again (``None``: never).
         walltime_grace: Seconds past a task's wall time before orch reports it timed out
             itself (when the worker could not).
+        site_wait: Seconds a task waits for a site of its kind when none is up (an outage)
+            before it fails with reason ``no_site``.
+        monitor_interval: Seconds between two looks at the sites (``site.health_check()``,
+            ``site.lost()``) and at tasks waiting out an outage.
     """
 
     def __init__(
@@ -124,6 +137,8 @@ class Dispatcher:
         journal: Journal | None = None,
         down_retry: float | None = DOWN_RETRY,
         walltime_grace: float = WALLTIME_GRACE,
+        site_wait: float = SITE_WAIT,
+        monitor_interval: float = MONITOR_S,
     ):
         self.sites = list(sites)
         self.methods = methods
@@ -141,6 +156,9 @@ class Dispatcher:
         self._last_used: dict[str, int] = {s.name: -1 for s in self.sites}
         self._backlog: dict[str, deque[Task]] = {kind: deque() for kind in self._by_kind}
         self._attempts: dict[tuple[str, int], tuple[Task, Site]] = {}
+        self._futures: dict[tuple[str, int], Future] = {}
+        self._held_at: dict[str, float] = {}  # task id -> when it entered a backlog
+        self._all_down_since: dict[str, float] = {}  # kind -> when its last site went down
         self._timers: set[threading.Timer] = set()
         self._delayed: dict[str, Task] = {}
         self.stats: dict[str, SiteStats] = {
@@ -152,7 +170,13 @@ class Dispatcher:
         self._idle = threading.Condition(self._lock)
         self._down_retry = down_retry
         self._grace = walltime_grace
+        self._site_wait = site_wait
         self._stop = threading.Event()
+        self.lost_tasks = 0
+        """Tasks found lost at a site (their result never came) and failed by orch."""
+        self._monitor_interval = monitor_interval
+        self._monitor = threading.Thread(target=self._watch, name="orch-monitor", daemon=True)
+        self._monitor.start()
 
     # -- state changes -------------------------------------------------------------------
 
@@ -228,27 +252,32 @@ class Dispatcher:
         return best
 
     def _place_or_hold(self, task: Task, kind: str) -> None:
+        """Send ``task`` to the best site of ``kind``, or hold it in the kind's backlog.
+
+        A task waits there while every site of the kind is busy, and also while every one is
+        down (an outage), up to ``site_wait`` seconds; it is sent as soon as one has room.
+        """
         with self._lock:
-            if all(site.is_down for site in self._by_kind[kind]):
-                site = None
-                hold = False
-            else:
-                avoid = task.moves[-1].site if task.moves else None
-                site = self._choose(kind, task.slots, avoid)
-                hold = site is None
-                if hold:
-                    self._backlog[kind].append(task)
-        if hold:
-            self._change("waiting", task)
-            return
+            outage = all(site.is_down for site in self._by_kind[kind])
+            avoid = task.moves[-1].site if task.moves else None
+            site = None if outage else self._choose(kind, task.slots, avoid)
+            if site is None:
+                self._backlog[kind].append(task)
+                self._held_at[task.task_id] = time.monotonic()
         if site is None:
-            self._finish(task, None, self._no_site_outcome(kind))
+            self._change("waiting", task, detail=f"no {kind} site is up" if outage else "")
             return
         self._send(task, site)
 
     def _no_site_outcome(self, kind: str) -> Outcome:
         reasons = "; ".join(s.down_reason or "" for s in self._by_kind[kind])
-        return Outcome.site_failure("SiteUnavailableError", f"no {kind} site is up: {reasons}")
+        outcome = Outcome.site_failure(
+            "NoSiteUp",
+            f"no {kind} site came back within site_wait ({self._site_wait:g} s): {reasons}",
+        )
+        assert outcome.failure is not None
+        outcome.failure["reason"] = NO_SITE
+        return outcome
 
     def _send(self, task: Task, site: Site) -> None:
         task.site = site.name
@@ -273,7 +302,10 @@ class Dispatcher:
         except SiteUnavailableError as exc:
             if self._claim(attempt):
                 self._release(site, task)
-                self._finish(task, site, Outcome.site_failure("SiteUnavailableError", str(exc)))
+                if site.is_down:  # it went down since it was chosen: not the task's failure
+                    self._place_or_hold(task, site.kind)
+                else:
+                    self._finish(task, site, Outcome.site_failure("SiteUnavailableError", str(exc)))
             return
         except Exception as exc:  # noqa: BLE001 - e.g. arguments that cannot be serialized
             if self._claim(attempt):
@@ -282,6 +314,9 @@ class Dispatcher:
                     task, site, Outcome.site_failure(type(exc).__name__, f"could not send: {exc}")
                 )
             return
+        with self._lock:
+            if attempt in self._attempts:
+                self._futures[attempt] = future
         if task.walltime is not None:
             self._after(task.walltime + self._grace, self._overdue, attempt)
         future.add_done_callback(lambda fut: self._on_done(attempt, fut))
@@ -290,6 +325,7 @@ class Dispatcher:
         """Take the attempt out of the in-flight set; ``None`` if something else already did."""
         with self._lock:
             claimed = self._attempts.pop(attempt, None)
+            self._futures.pop(attempt, None)
             if not self._attempts:
                 self._idle.notify_all()
             return claimed
@@ -313,6 +349,7 @@ class Dispatcher:
                 if chosen is None:
                     break
                 backlog.popleft()
+                self._held_at.pop(nxt.task_id, None)
                 ready.append((nxt, chosen))
         for nxt, chosen in ready:
             self._send(nxt, chosen)
@@ -461,13 +498,9 @@ class Dispatcher:
         self.stats[site.name].down = reason
         if self.journal is not None:
             self.journal.event("-", "site_down", site.name, reason)
-        orphans: list[Task] = []
         with self._lock:
             if all(s.is_down for s in self._by_kind[site.kind]):
-                orphans = list(self._backlog[site.kind])
-                self._backlog[site.kind].clear()
-        for task in orphans:
-            self._finish(task, None, self._no_site_outcome(site.kind))
+                self._all_down_since.setdefault(site.kind, time.monotonic())
         if self._down_retry is not None:
             self._after(self._down_retry, self._try_revive, site, self._down_retry)
 
@@ -481,6 +514,8 @@ class Dispatcher:
             revived = False
         if revived and not site.is_down:
             logger.info("site %s is up again", site.name)
+            with self._lock:
+                self._all_down_since.pop(site.kind, None)
             self.stats[site.name].down = None
             if self.journal is not None:
                 self.journal.event("-", "site_up", site.name)
@@ -488,6 +523,92 @@ class Dispatcher:
             return
         wait = min(DOWN_RETRY_MAX, waited * 2)
         self._after(wait, self._try_revive, site, wait)
+
+    # -- watching the sites -----------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """The monitor thread: every ``monitor_interval`` s, look at sites and waiting tasks."""
+        suspects: dict[tuple[str, int], str] = {}
+        while not self._stop.wait(self._monitor_interval):
+            try:
+                self._check_sites()
+                suspects = self._find_lost(suspects)
+                self._expire_waiting()
+            except Exception:  # noqa: BLE001 - the watch must outlive one bad look
+                logger.exception("site monitor: a check failed")
+
+    def _check_sites(self) -> None:
+        for site in self.sites:
+            if self._closed:
+                return
+            if not site.is_down:
+                try:
+                    site.health_check()
+                except Exception:  # noqa: BLE001 - a failing check decides nothing
+                    logger.warning("site %s: health check failed", site.name, exc_info=True)
+
+    def _find_lost(self, suspects: dict[tuple[str, int], str]) -> dict[tuple[str, int], str]:
+        """Fail tasks a site reported lost twice in a row; returns this look's suspects."""
+        by_site: dict[str, tuple[Site, list[tuple[tuple[str, int], Future]]]] = {}
+        with self._lock:
+            for attempt, (_, site) in self._attempts.items():
+                future = self._futures.get(attempt)
+                if future is not None and not future.done():
+                    by_site.setdefault(site.name, (site, []))[1].append((attempt, future))
+        now: dict[tuple[str, int], str] = {}
+        for site, items in by_site.values():
+            try:
+                lost = site.lost([future for _, future in items])
+            except Exception:  # noqa: BLE001 - a site that cannot tell reports nothing
+                logger.debug("site %s: lost-task check failed", site.name, exc_info=True)
+                continue
+            for attempt, future in items:
+                if future in lost:
+                    now[attempt] = lost[future]
+        for attempt, why in now.items():
+            if attempt in suspects:
+                self._lose(attempt, why)
+        return {a: w for a, w in now.items() if a not in suspects}
+
+    def _lose(self, attempt: tuple[str, int], why: str) -> None:
+        claimed = self._claim(attempt)
+        if claimed is None:
+            return
+        task, site = claimed
+        self.lost_tasks += 1
+        logger.warning(
+            "task %s (%s) lost at site %s: %s", task.task_id, task.method, site.name, why
+        )
+        self._release(site, task)
+        self._finish(
+            task,
+            site,
+            Outcome.site_failure(
+                "TaskLost",
+                f"task lost at site '{site.name}': {why} (seen twice, "
+                f"{self._monitor_interval:g} s apart)",
+            ),
+        )
+
+    def _expire_waiting(self) -> None:
+        """Fail tasks that waited ``site_wait`` s through an outage of every site of their kind."""
+        now = time.monotonic()
+        expired: list[tuple[Task, str]] = []
+        with self._lock:
+            for kind, since in self._all_down_since.items():
+                backlog = self._backlog[kind]
+                keep: deque[Task] = deque()
+                for task in backlog:
+                    start = max(since, self._held_at.get(task.task_id, since))
+                    if now - start >= self._site_wait:
+                        expired.append((task, kind))
+                        self._held_at.pop(task.task_id, None)
+                    else:
+                        keep.append(task)
+                if len(keep) != len(backlog):
+                    self._backlog[kind] = keep
+        for task, kind in expired:
+            self._finish(task, None, self._no_site_outcome(kind))
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -526,6 +647,7 @@ class Dispatcher:
             for backlog in self._backlog.values():
                 stopped.extend(backlog)
                 backlog.clear()
+            self._held_at.clear()
             stopped.extend(self._delayed.values())
             self._delayed.clear()
             self._idle.notify_all()

@@ -1,0 +1,286 @@
+"""Every process orch starts dies with it, ``kill -9`` of orch included.
+
+While a campaign runs, orch's environment holds a campaign tag (:data:`TAG_ENV`), so every
+process it starts inherits it: interchanges, worker pools and each of their
+``multiprocessing`` workers, the MLflow server and its children, whatever a task starts.
+Containerized workers whose runtime cleans the environment are found as descendants of a
+tagged process.
+
+Three things use the tag:
+
+- a **watchdog** process (``python -m orchestrator.lifeline``), started in its own session
+  when the campaign starts, waits for orch's process to end; if orch ends without cleaning
+  up (``kill -9``, a crash), it ends every tagged process and exits;
+- orch itself, on its way out, ends any tagged process still alive, then the watchdog;
+- the run directory's ``processes.json`` keeps the tag and orch's process id, so that
+  ``orch launch --resume`` (and any later ``orch launch`` in the same runs folder) ends the
+  processes of an earlier run whose orch and watchdog both died.
+
+Processes are ended by PID, after checking the tag in ``/proc/PID/environ``: a process of
+another campaign, or of another user, is never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+TAG_ENV = "ORCH_CAMPAIGN_TAG"
+"""Environment variable holding the running campaign's tag."""
+
+RECORD = "processes.json"
+"""The run directory's record of the campaign's tag and orch's process."""
+
+TERM_GRACE_S = 3.0
+"""Seconds a process gets to exit after SIGTERM before it is sent SIGKILL."""
+
+
+def tagged_processes(tag: str, *, exclude: set[int] | None = None) -> list[psutil.Process]:
+    """Live processes carrying ``tag`` in their environment, and all their descendants.
+
+    Args:
+        tag: A campaign tag.
+        exclude: Process ids left out (with their descendants they are still searched).
+    """
+    skip = set(exclude or ()) | {os.getpid()}
+    uid = os.getuid()
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["uids", "status"]):
+        try:
+            if proc.info["uids"] is not None and proc.info["uids"].real != uid:
+                continue
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get(TAG_ENV) != tag:
+                continue
+            found.setdefault(proc.pid, proc)
+            for child in proc.children(recursive=True):
+                found.setdefault(child.pid, child)
+        except psutil.Error:  # gone meanwhile, or not ours to read
+            continue
+    return [p for pid, p in found.items() if pid not in skip]
+
+
+def end_processes(procs: list[psutil.Process], grace: float = TERM_GRACE_S) -> int:
+    """SIGTERM ``procs``, SIGKILL those alive after ``grace`` s; returns how many were ended."""
+    live = []
+    for proc in procs:
+        try:
+            proc.terminate()
+            live.append(proc)
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(live, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    return len(live)
+
+
+def reap(tag: str, *, exclude: set[int] | None = None) -> int:
+    """End every process of the campaign ``tag``; returns how many there were."""
+    procs = tagged_processes(tag, exclude=exclude)
+    if not procs:
+        return 0
+    logger.info(
+        "ending %d process(es) of campaign %s: %s",
+        len(procs),
+        tag,
+        ", ".join(str(p.pid) for p in procs),
+    )
+    return end_processes(procs)
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """A run directory's ``processes.json``, or None when there is none (or it is unreadable)."""
+    try:
+        record = json.loads((run_dir / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _alive(pid: int, create_time: float | None) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and (
+            create_time is None or abs(proc.create_time() - create_time) < 0.01
+        )
+    except psutil.Error:
+        return False
+
+
+def owner_alive(record: dict[str, Any]) -> bool:
+    """Whether the orch process a record names is still running (the same process)."""
+    pid = record.get("pid")
+    return isinstance(pid, int) and _alive(pid, record.get("create_time"))
+
+
+def reap_stale(run_dir: Path, *, siblings: bool = True) -> int:
+    """End the processes of earlier runs whose orch died without ending them.
+
+    Looks at ``run_dir`` and, with ``siblings``, at the other run directories beside it.
+
+    Returns:
+        How many processes were ended.
+    """
+    dirs = [run_dir]
+    if siblings and run_dir.parent.is_dir():
+        with contextlib.suppress(OSError):
+            dirs += [d for d in run_dir.parent.iterdir() if d != run_dir and (d / RECORD).is_file()]
+    ended = 0
+    for folder in dirs:
+        record = read_record(folder)
+        if not record or record.get("ended") or owner_alive(record):
+            continue
+        tag = record.get("tag")
+        if isinstance(tag, str) and tag:
+            count = reap(tag)
+            if count:
+                logger.warning(
+                    "ended %d process(es) left running by an earlier orch (pid %s) of %s",
+                    count,
+                    record.get("pid"),
+                    folder,
+                )
+            ended += count
+        _write(folder, {**record, "ended": time.time()})
+    return ended
+
+
+def _write(run_dir: Path, record: dict[str, Any]) -> None:
+    path = run_dir / RECORD
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def lifeline(run_dir: Path) -> Iterator[str]:
+    """Tag everything started inside the block; end all of it on exit, or on orch's death.
+
+    Args:
+        run_dir: The campaign directory (gets ``processes.json``).
+
+    Yields:
+        The campaign's tag.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    reap_stale(run_dir)
+    tag = uuid.uuid4().hex
+    me = psutil.Process()
+    record = {"tag": tag, "pid": me.pid, "create_time": me.create_time(), "started": time.time()}
+    _write(run_dir, record)
+    previous = os.environ.get(TAG_ENV)
+    watchdog = _start_watchdog(me.pid, record["create_time"], tag, run_dir)
+    os.environ[TAG_ENV] = tag
+    try:
+        yield tag
+    finally:
+        if previous is None:
+            os.environ.pop(TAG_ENV, None)
+        else:
+            os.environ[TAG_ENV] = previous
+        left = reap(tag, exclude={watchdog.pid} if watchdog else None)
+        if left:
+            logger.warning("ended %d process(es) still running at the campaign's end", left)
+        if watchdog is not None:
+            with contextlib.suppress(OSError):
+                watchdog.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                watchdog.wait(TERM_GRACE_S)
+            if watchdog.poll() is None:
+                watchdog.kill()
+                watchdog.wait()
+        _write(run_dir, {**record, "ended": time.time()})
+
+
+def _start_watchdog(
+    pid: int, create_time: float, tag: str, run_dir: Path
+) -> subprocess.Popen[bytes] | None:
+    env = {k: v for k, v in os.environ.items() if k != TAG_ENV}
+    argv = [sys.executable, "-m", "orchestrator.lifeline"]
+    argv += ["--pid", str(pid), "--create-time", repr(create_time), "--tag", tag]
+    argv += ["--run-dir", str(run_dir)]
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(run_dir / "watchdog.log", "ab"),  # noqa: SIM115 - the child keeps it
+            env=env,
+            start_new_session=True,  # Ctrl-C in orch's terminal does not reach it
+            close_fds=True,
+        )
+    except OSError as exc:
+        logger.warning(
+            "could not start the process watchdog (%s); orphans are ended on the next run", exc
+        )
+        return None
+
+
+def _wait_for_exit(pid: int, create_time: float) -> None:
+    """Return once process ``pid`` has ended (a pidfd when the kernel has one, else polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        try:
+            if _alive(pid, create_time):
+                select.select([fd], [], [])
+        finally:
+            os.close(fd)
+        return
+    while _alive(pid, create_time):
+        time.sleep(0.2)
+
+
+def _watch(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.lifeline")
+    parser.add_argument("--pid", type=int, required=True)
+    parser.add_argument("--create-time", type=float, required=True)
+    parser.add_argument("--tag", required=True)
+    parser.add_argument("--run-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog: %(message)s")
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:  # orch ended normally and cleaned up
+        nonlocal stop
+        stop = True
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _wait_for_exit(args.pid, args.create_time)
+    if stop:
+        return 0
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the cleanup once it has begun
+    ended = reap(args.tag)
+    logger.info("orch (pid %d) ended; ended %d process(es) it left", args.pid, ended)
+    record = read_record(args.run_dir)
+    if record and record.get("tag") == args.tag:
+        _write(args.run_dir, {**record, "ended": time.time()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_watch())

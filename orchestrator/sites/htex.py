@@ -1,0 +1,100 @@
+"""What orch reads of a running Globus Compute engine's Parsl HTEX executor, in one place.
+
+The engine's public API does not say whether its interchange is alive, which worker pools are
+connected, or whether it still tracks a task; the HTEX executor underneath does, through
+attributes that are public but undocumented (``interchange_proc``, ``command_client``,
+``tasks``, ``provider.resources``). Every such reach lives here, and
+``tests/test_htex_reach.py`` fails when an upgrade of Parsl or Globus Compute removes one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psutil
+from globus_compute_endpoint.engines import GlobusComputeEngine
+from parsl.executors.high_throughput.errors import CommandClientTimeoutError
+
+COMMAND_TIMEOUT_S = 5.0
+"""Seconds a question to the interchange may take before the interchange counts as stuck."""
+
+
+class InterchangeStuck(Exception):
+    """The interchange did not answer a command in time (its command channel is now unusable)."""
+
+
+def interchange_pid(engine: GlobusComputeEngine) -> int | None:
+    """The interchange process's id, or None before it started."""
+    proc = engine.executor.interchange_proc
+    return None if proc is None else int(proc.pid)
+
+
+def interchange_exit_code(engine: GlobusComputeEngine) -> int | None:
+    """The interchange's exit status once it has exited, else None (running or not started)."""
+    proc = engine.executor.interchange_proc
+    return None if proc is None else proc.poll()
+
+
+def connected_managers(
+    engine: GlobusComputeEngine, timeout: float = COMMAND_TIMEOUT_S
+) -> list[dict[str, Any]]:
+    """The worker pools (managers) the interchange hears from now.
+
+    A pool that misses heartbeats for the engine's ``heartbeat_threshold`` is dropped from
+    this list by the interchange itself, which also fails the tasks it held.
+
+    Raises:
+        InterchangeStuck: no answer within ``timeout`` seconds.
+    """
+    return list(_command(engine, "MANAGERS", timeout))
+
+
+def connected_blocks(engine: GlobusComputeEngine, timeout: float = COMMAND_TIMEOUT_S) -> list[str]:
+    """The blocks whose worker pool ever connected to the interchange."""
+    return list(_command(engine, "CONNECTED_BLOCKS", timeout))
+
+
+def _command(engine: GlobusComputeEngine, command: str, timeout: float) -> Any:
+    try:
+        return engine.executor.command_client.run(command, timeout_s=timeout)
+    except CommandClientTimeoutError as exc:
+        raise InterchangeStuck(
+            f"the interchange did not answer {command} in {timeout:g} s"
+        ) from exc
+
+
+def tracks(engine: GlobusComputeEngine, executor_task_id: Any) -> bool:
+    """Whether the executor still waits for a result of the task with this executor id."""
+    return executor_task_id in engine.executor.tasks
+
+
+def pool_processes(engine: GlobusComputeEngine) -> list[psutil.Process]:
+    """The worker pool processes (``process_worker_pool``) of the engine's running blocks."""
+    pools: list[psutil.Process] = []
+    for job in list(engine.executor.provider.resources.values()):
+        pid = job.get("remote_pid")
+        if not isinstance(pid, int):
+            continue
+        try:
+            launched = psutil.Process(pid)
+            family = [launched, *launched.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in family:
+            try:
+                if any("process_worker_pool" in part for part in proc.cmdline()):
+                    pools.append(proc)
+            except psutil.Error:
+                continue
+    return pools
+
+
+def worker_processes(engine: GlobusComputeEngine) -> list[psutil.Process]:
+    """The worker processes of the engine's worker pools (the pools' direct children)."""
+    workers: list[psutil.Process] = []
+    for pool in pool_processes(engine):
+        try:
+            workers.extend(pool.children())
+        except psutil.Error:
+            continue
+    return workers
