@@ -181,11 +181,44 @@ def launch(
             help="On Ctrl-C/SIGTERM, seconds to wait for running tasks before stopping them.",
         ),
     ] = 30.0,
+    site_wait: Annotated[
+        float,
+        typer.Option(
+            "--site-wait",
+            min=0,
+            help="When every site a task can run on is down, seconds it waits for one to "
+            "come back before it fails (reason no_site).",
+        ),
+    ] = 600.0,
+    inject_faults: Annotated[
+        str | None,
+        typer.Option(
+            "--inject-faults",
+            metavar="SPEC",
+            help="Chaos testing: cause faults at local sites, e.g. "
+            "kill_worker=0.01,kill_pool=0.002,kill_interchange=0.001,stall_worker=0.01,"
+            "drop_result=0.01,seed=7 (rates per task sent).",
+        ),
+    ] = None,
 ) -> None:
     """Run a campaign across the sites in --sites (or continue one with --resume)."""
     from orchestrator.config.campaign import parse_options
+    from orchestrator.config.faults import parse_faults
     from orchestrator.runner import load_campaign, run_campaign
 
+    if tracking_uri is not None:  # before anything starts: a typo is bad input, not a crash
+        from orchestrator.registry.server import validate_tracking_uri
+
+        try:
+            tracking_uri = validate_tracking_uri(tracking_uri)
+        except ConfigError as exc:
+            fail(str(exc))
+    faults = None
+    if inject_faults is not None:
+        try:
+            faults = parse_faults(inject_faults)
+        except ConfigError as exc:
+            fail(str(exc))
     facts: dict[str, Any] = {}
     if resume is not None:
         facts = _resume_facts(resume.resolve())
@@ -243,6 +276,8 @@ def launch(
             grace=grace,
             notify=lambda line: err.print(line, highlight=False, soft_wrap=True),
             sites_dir=sites.resolve(),
+            site_wait=site_wait,
+            faults=faults,
         )
     except ConfigError as exc:
         fail(str(exc))
@@ -441,9 +476,34 @@ def ui(
         ),
     ] = True,
 ) -> None:
-    """Show a run's MLflow store (runs, metrics, model versions and aliases) in the MLflow UI."""
+    """Show a run's MLflow store (runs, metrics, model versions and aliases) in the MLflow UI.
+
+    The server asks for the run's user and password (HTTP basic auth): the user name and the
+    file that holds the password (RUN_DIR/mlflow/credentials, owner-only) are printed, never
+    the password itself.
+    """
     from orchestrator.registry.errors import TrackingServerError
-    from orchestrator.registry.server import TrackingServer, free_port, live_server_url, store_paths
+    from orchestrator.registry.server import (
+        TrackingServer,
+        free_port,
+        live_server_url,
+        read_credentials,
+        store_paths,
+    )
+
+    def print_login() -> None:
+        try:
+            credentials = read_credentials(run_dir)
+        except TrackingServerError as exc:
+            fail(str(exc), code=1)
+        if credentials is None:
+            line = "login: a user and password are made when the store is first served"
+        else:
+            line = (
+                f"login: user {credentials.username!r}, password in {credentials.path} "
+                "(readable by you only)"
+            )
+        out.print(line, highlight=False, soft_wrap=True)
 
     paths = store_paths(run_dir)
     if not run_dir.is_dir():
@@ -462,9 +522,11 @@ def ui(
         )
         where = f"served at {url}/#/models" if url else f"serve it: orch ui --run-dir {run_dir}"
         out.print(where, highlight=False, soft_wrap=True)
+        print_login()
         return
     if url:
         out.print(f"MLflow UI (already running): {url}/#/models", highlight=False, soft_wrap=True)
+        print_login()
         return
     if port is not None:
         try:
@@ -480,6 +542,7 @@ def ui(
         server.start()
         serving = True
         out.print(f"MLflow UI: {server.url}/#/models", highlight=False, soft_wrap=True)
+        print_login()
         out.file.flush()
         err.print("serving until Ctrl-C", highlight=False)
         code = server.wait()

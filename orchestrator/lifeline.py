@@ -50,6 +50,8 @@ RECORD = "processes.json"
 TERM_GRACE_S = 3.0
 """Seconds a process gets to exit after SIGTERM before it is sent SIGKILL."""
 
+_active: list[str] = []  # tags of the lifelines open in this process, outermost first
+
 
 def tagged_processes(tag: str, *, exclude: set[int] | None = None) -> list[psutil.Process]:
     """Live processes carrying ``tag`` in their environment, and all their descendants.
@@ -94,9 +96,22 @@ def end_processes(procs: list[psutil.Process], grace: float = TERM_GRACE_S) -> i
     return len(live)
 
 
-def reap(tag: str, *, exclude: set[int] | None = None) -> int:
-    """End every process of the campaign ``tag``; returns how many there were."""
+def reap(
+    tag: str,
+    *,
+    exclude: set[int] | None = None,
+    run_dir: Path | None = None,
+    since: float = 0.0,
+) -> int:
+    """End every process of the campaign ``tag``; returns how many there were.
+
+    With ``run_dir``, the processes its :data:`PIDS` lists (started at ``since`` or later)
+    are ended too.
+    """
     procs = tagged_processes(tag, exclude=exclude)
+    if run_dir is not None:
+        seen = {p.pid for p in procs} | set(exclude or ())
+        procs += [p for p in recorded_processes(run_dir, since) if p.pid not in seen]
     if not procs:
         return 0
     logger.info(
@@ -152,7 +167,8 @@ def reap_stale(run_dir: Path, *, siblings: bool = True) -> int:
             continue
         tag = record.get("tag")
         if isinstance(tag, str) and tag:
-            count = reap(tag)
+            started = record.get("started")
+            count = reap(tag, run_dir=folder, since=started if isinstance(started, float) else 0.0)
             if count:
                 logger.warning(
                     "ended %d process(es) left running by an earlier orch (pid %s) of %s",
@@ -176,12 +192,17 @@ def _write(run_dir: Path, record: dict[str, Any]) -> None:
 def lifeline(run_dir: Path) -> Iterator[str]:
     """Tag everything started inside the block; end all of it on exit, or on orch's death.
 
+    A lifeline opened inside another one of this process is the outer one (its tag).
+
     Args:
         run_dir: The campaign directory (gets ``processes.json``).
 
     Yields:
         The campaign's tag.
     """
+    if _active and os.environ.get(TAG_ENV) == _active[-1]:
+        yield _active[-1]
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     reap_stale(run_dir)
     tag = uuid.uuid4().hex
@@ -191,14 +212,23 @@ def lifeline(run_dir: Path) -> Iterator[str]:
     previous = os.environ.get(TAG_ENV)
     watchdog = _start_watchdog(me.pid, record["create_time"], tag, run_dir)
     os.environ[TAG_ENV] = tag
+    _active.append(tag)
     try:
         yield tag
     finally:
+        _active.remove(tag)
         if previous is None:
             os.environ.pop(TAG_ENV, None)
         else:
             os.environ[TAG_ENV] = previous
-        left = reap(tag, exclude={watchdog.pid} if watchdog else None)
+        left = reap(
+            tag,
+            exclude={watchdog.pid} if watchdog else None,
+            run_dir=run_dir,
+            since=record["started"],
+        )
+        with contextlib.suppress(OSError):
+            (run_dir / PIDS).unlink()
         if left:
             logger.warning("ended %d process(es) still running at the campaign's end", left)
         if watchdog is not None:
@@ -236,21 +266,74 @@ def _start_watchdog(
         return None
 
 
-def _wait_for_exit(pid: int, create_time: float) -> None:
-    """Return once process ``pid`` has ended (a pidfd when the kernel has one, else polling)."""
+SNAPSHOT_S = 0.5
+"""Seconds between two snapshots of orch's descendants taken by the watchdog."""
+
+PIDS = "processes.pids"
+"""The run directory's list of orch's descendants (``pid create_time`` lines), kept fresh by
+the watchdog: processes that rename themselves (``setproctitle`` clobbers
+``/proc/PID/environ``, as Parsl's interchange does) are found through it."""
+
+
+def descendants(pid: int) -> dict[int, float]:
+    """``{pid: create_time}`` of every live descendant of process ``pid``."""
     try:
-        fd = os.pidfd_open(pid)
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return {}
+    found = {}
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            found[child.pid] = child.create_time()
+    return found
+
+
+def recorded_processes(run_dir: Path, since: float = 0.0) -> list[psutil.Process]:
+    """The live processes the run directory's :data:`PIDS` lists, started at ``since`` or later.
+
+    (Processes orch had started before the campaign began are not the campaign's.)
+    """
+    try:
+        lines = (run_dir / PIDS).read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        try:
+            pid_text, created_text = line.split()
+            pid, created = int(pid_text), float(created_text)
+        except ValueError:
+            continue
+        if pid != os.getpid() and created >= since - 1.0 and _alive(pid, created):
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(pid))
+    return found
+
+
+def _wait_for_exit(pid: int, create_time: float, run_dir: Path) -> None:
+    """Return once process ``pid`` has ended; meanwhile keep :data:`PIDS` up to date."""
+    try:
+        fd: int | None = os.pidfd_open(pid)
     except (AttributeError, OSError):
         fd = None
-    if fd is not None:
-        try:
-            if _alive(pid, create_time):
-                select.select([fd], [], [])
-        finally:
+    known: dict[int, float] = {}
+    me = os.getpid()
+    try:
+        while _alive(pid, create_time):
+            now = {p: c for p, c in descendants(pid).items() if p != me}
+            if now.keys() - known.keys():
+                known.update(now)
+                known = {p: c for p, c in known.items() if _alive(p, c)}
+                tmp = run_dir / (PIDS + ".tmp")
+                tmp.write_text("".join(f"{p} {c!r}\n" for p, c in known.items()))
+                os.replace(tmp, run_dir / PIDS)
+            if fd is not None:
+                select.select([fd], [], [], SNAPSHOT_S)
+            else:
+                time.sleep(SNAPSHOT_S)
+    finally:
+        if fd is not None:
             os.close(fd)
-        return
-    while _alive(pid, create_time):
-        time.sleep(0.2)
 
 
 def _watch(argv: list[str] | None = None) -> int:
@@ -270,14 +353,17 @@ def _watch(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _wait_for_exit(args.pid, args.create_time)
+    _wait_for_exit(args.pid, args.create_time, args.run_dir)
     if stop:
         return 0
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the cleanup once it has begun
-    ended = reap(args.tag)
+    record = read_record(args.run_dir) or {}
+    started = record.get("started") if record.get("tag") == args.tag else None
+    ended = reap(
+        args.tag, run_dir=args.run_dir, since=started if isinstance(started, float) else 0.0
+    )
     logger.info("orch (pid %d) ended; ended %d process(es) it left", args.pid, ended)
-    record = read_record(args.run_dir)
-    if record and record.get("tag") == args.tag:
+    if record.get("tag") == args.tag:
         _write(args.run_dir, {**record, "ended": time.time()})
     return 0
 

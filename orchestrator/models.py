@@ -6,36 +6,112 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SITE_FAILURE = "site_failure"
+from orchestrator.apps.failures import (
+    ALIASES,
+    RETRIED_BY_DEFAULT,
+    FailureReason,
+    FailureRecord,
+    failure_record,
+    parse_reason,
+)
+
+__all__ = [
+    "ALIASES",
+    "INTERRUPTED",
+    "RETRIED_BY_DEFAULT",
+    "SITE_FAILURE",
+    "TIMEOUT",
+    "FailureInfo",
+    "FailureReason",
+    "FailureRecord",
+    "Move",
+    "Result",
+    "Sizes",
+    "Task",
+    "Timestamps",
+    "failure_record",
+    "parse_reason",
+]
+
+SITE_FAILURE = FailureReason.SITE_FAILURE
 """``FailureInfo.reason`` of failures caused by the site (lost worker, unreachable service...),
 not by the task: the transient kind worth a retry elsewhere."""
 
-TIMEOUT = "timeout"
+TIMEOUT = FailureReason.TIMEOUT
 """``FailureInfo.reason`` of a task stopped because it ran past its wall time."""
 
-INTERRUPTED = "interrupted"
+INTERRUPTED = FailureReason.INTERRUPTED
 """``FailureInfo.reason`` of a task still running when the campaign was stopped."""
 
 
+def _with_defaults(model: type[BaseModel], values: dict[str, Any]) -> None:
+    """Give ``values`` (a pickled model's fields) the defaults of fields added since."""
+    for name, info in model.model_fields.items():
+        if name not in values and not info.is_required():
+            values[name] = info.get_default(call_default_factory=True)
+
+
 class FailureInfo(BaseModel):
-    """Why a task failed."""
+    """Why a task failed: the thinker's view of a :class:`FailureRecord`.
+
+    ``reason`` is a :class:`FailureReason` member, or the plain string of a reason this orch
+    does not know (a newer orch's, a campaign's own): a result is never refused for its
+    reason. Retired names (``walltime``) read back as their member. Pickled (the journal),
+    the reason is a plain string, so any orch version can read the result back.
+    """
 
     exception_type: str = Field(description="Qualified name of the exception class")
     message: str = Field(description="str() of the exception")
     traceback: str = Field(default="", description="Tail of the formatted traceback")
-    where: str = Field(default="task", description="'task' (the function raised) or 'site'")
-    reason: str | None = Field(
+    where: Literal["task", "site"] = Field(
+        default="task", description="'task' (the function raised) or 'site'"
+    )
+    reason: FailureReason | str | None = Field(
         default=None,
-        description="Machine-readable class of failure (e.g. 'walltime', 'not_converged'; "
-        "'site_failure' for failures of the site rather than the task)",
+        union_mode="left_to_right",
+        description="Machine-readable class of failure (a FailureReason, e.g. 'timeout', "
+        "'not_converged'; 'site_failure' for failures of the site rather than the task); "
+        "None when the task raised an exception that names no reason",
     )
     details: dict[str, Any] | None = Field(
         default=None, description="Structured facts about the failure (exit code, output tail...)"
     )
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _known_reason(cls, value: Any) -> FailureReason | str | None:
+        return parse_reason(value)
+
+    def record(self) -> FailureRecord:
+        """This failure as plain data (the wire and ``Outcome.failure`` form)."""
+        return failure_record(
+            self.exception_type,
+            self.message,
+            where=self.where,
+            reason=self.reason,
+            traceback=self.traceback,
+            details=self.details,
+        )
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickle with the reason as a plain string (readable by any orch version)."""
+        state = super().__getstate__()
+        values = dict(state.get("__dict__", {}))
+        reason = values.get("reason")
+        if reason is not None:
+            values["reason"] = str(reason)
+        return {**state, "__dict__": values}
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Unpickle: fields added since get their defaults; the reason is read as above."""
+        values = state.get("__dict__", {})
+        _with_defaults(type(self), values)
+        values["reason"] = parse_reason(values.get("reason"))
+        super().__setstate__(state)
 
 
 class Timestamps(BaseModel):
@@ -111,10 +187,7 @@ class Result(BaseModel):
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         """Unpickle; a result journaled by an older orch gets the defaults of newer fields."""
-        values = state.get("__dict__", {})
-        for name, info in type(self).model_fields.items():
-            if name not in values and not info.is_required():
-                values[name] = info.get_default(call_default_factory=True)
+        _with_defaults(type(self), state.get("__dict__", {}))
         super().__setstate__(state)
 
     @property

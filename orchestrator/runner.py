@@ -270,6 +270,33 @@ def open_session(
     wait out an outage of every site of their kind; ``faults`` turns fault injection on.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    with lifeline(run_dir):  # every engine process ends with orch, kill -9 included
+        yield from _session(
+            site_configs,
+            methods,
+            topics,
+            run_dir,
+            extra_paths,
+            journal,
+            sites_dir,
+            notify,
+            site_wait,
+            faults,
+        )
+
+
+def _session(
+    site_configs: Sequence[SiteConfig],
+    methods: MethodRegistry,
+    topics: set[str],
+    run_dir: Path,
+    extra_paths: list[str] | None,
+    journal: Journal | None,
+    sites_dir: Path | None,
+    notify: Callable[[str], None] | None,
+    site_wait: float,
+    faults: FaultSpec | None,
+) -> Iterator[Session]:
     needed = methods.kinds()
     configs = [c for c in site_configs if c.kind in needed]
     queues = Queues(topics)

@@ -67,3 +67,22 @@ def stores_seen(value: bytes, names: list[str]) -> tuple[int, dict[str, bool]]:
     from proxystore.store import get_store
 
     return len(value), {name: get_store(name) is not None for name in names}
+
+
+def nap(seconds: float, x: int) -> int:
+    """Sleep, then return ``x`` (a task that is running when a fault hits)."""
+    import time
+
+    time.sleep(seconds)
+    return x
+
+
+def nap_marked(seconds: float, x: int, marker: str) -> int:
+    """Write ``marker`` (the worker's pid) once running, sleep, return ``x``."""
+    import os
+    import time
+
+    with open(marker, "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(seconds)
+    return x

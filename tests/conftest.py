@@ -19,6 +19,7 @@ ENGINE_MARKERS = (
     "mlflow server",  # embedded tracking servers (and their uvicorn child below)
     "mlflow.server",
     "orchestrator.lifeline",  # the watchdog of a campaign
+    "parsl: HTEX interchange",  # an interchange renames itself (and so loses its environ)
 )
 TAG_ENV = "ORCH_CAMPAIGN_TAG"  # orchestrator.lifeline.TAG_ENV: set in every process orch starts
 
@@ -41,11 +42,22 @@ def _started_here(proc: psutil.Process) -> bool:
         return False
     for member in chain:
         try:
-            if member.environ().get(SESSION_TAG) == tag:
+            environ = member.environ()
+            if environ.get(SESSION_TAG) == tag:
                 return True
+            if not environ and _BASETEMP and _uses(member, _BASETEMP):
+                return True  # renamed itself (setproctitle): known by the files it holds
         except psutil.Error:  # gone, or another user's
             continue
     return False
+
+
+_BASETEMP: list[str] = []  # this session's pytest base temporary directory, once known
+
+
+def _uses(proc: psutil.Process, folders: list[str]) -> bool:
+    """Whether ``proc`` holds a file open under one of ``folders``."""
+    return any(f.path.startswith(tuple(folders)) for f in proc.open_files())
 
 
 def _is_orch_process(proc: psutil.Process) -> bool:
@@ -99,8 +111,9 @@ def assert_no_new_engine_processes(before: set[int], grace: float = 15.0) -> Non
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_leftover_processes():
+def no_leftover_processes(tmp_path_factory):
     """The whole suite must leave no engine process behind."""
+    _BASETEMP.append(str(tmp_path_factory.getbasetemp()))
     before = {p.pid for p in engine_processes()}
     yield
     assert_no_new_engine_processes(before)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -343,6 +346,70 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_non_text_key(tmp_path: Path) -> None:
     (tmp_path / "k.yaml").write_text(LOCAL + "1: x\n")
     assert "1: field names must be text" in _error(tmp_path)
+
+
+def _special_file(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link to a device":
+        path.symlink_to("/dev/null")
+    elif kind == "broken link":
+        path.symlink_to(path.parent / "gone.yaml")
+    elif kind == "link to a fifo":
+        os.mkfifo(path.parent / "pipe")
+        path.symlink_to(path.parent / "pipe")
+
+
+@pytest.mark.parametrize(
+    ("kind", "what"),
+    [
+        ("fifo", "a FIFO"),
+        ("link to a device", "a symbolic link to a character device"),
+        ("broken link", "a broken symbolic link"),
+        ("link to a fifo", "a symbolic link to a FIFO"),
+    ],
+)
+def test_site_file_that_is_not_a_regular_file(tmp_path: Path, kind: str, what: str) -> None:
+    (tmp_path / "a.yaml").write_text(LOCAL)
+    _special_file(tmp_path / "b.yml", kind)
+    message = _error(tmp_path)  # returns: a FIFO is never opened, so nothing blocks
+    assert message == (
+        f"{tmp_path / 'b.yml'}: is not a regular file ({what}); site files must be regular "
+        "YAML files: replace it with one, or move it out of the sites folder"
+    )
+
+
+def test_links_to_files_and_folders_are_followed(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "target.txt").write_text(LOCAL)
+    (tmp_path / "a.yaml").symlink_to(tmp_path / "real" / "target.txt")
+    (tmp_path / "old.yaml").symlink_to(tmp_path / "real")  # a folder: skipped, as sub-folders
+    os.mkfifo(tmp_path / "notes.txt")  # not a site-file name: not looked at
+    os.mkfifo(tmp_path / ".hidden.yaml")  # hidden: not looked at
+    assert [s.name for s in load_sites(tmp_path)] == ["a"]
+
+
+@pytest.mark.parametrize("command", ["list", "validate"])
+def test_cli_reports_a_fifo_site_file_in_one_line(tmp_path: Path, command: str) -> None:
+    sites = tmp_path / "sites"
+    sites.mkdir()
+    (sites / "a.yaml").write_text(LOCAL)
+    os.mkfifo(sites / "pipe.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sites", command, "--sites", str(sites)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a loader that opened the FIFO would block here
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stdout + done.stderr
+    assert lines == [
+        f"error: {sites / 'pipe.yaml'}: is not a regular file (a FIFO); site "
+        "files must be regular YAML files: replace it with one, or move it out of the sites "
+        "folder"
+    ], lines
 
 
 @pytest.mark.parametrize(

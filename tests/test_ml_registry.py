@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -43,9 +44,15 @@ def test_champion_loads_in_a_fresh_process_with_identical_predictions(tmp_path):
             "model = mlflow.pytorch.load_model('models:/ip-surrogate-test@champion')\n"
             "print(json.dumps(model.predict_smiles(json.loads(sys.argv[1]))))\n"
         )
+        assert server.credentials is not None  # the run's secret, passed as MLflow reads it
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_USERNAME": server.credentials.username,
+            "MLFLOW_TRACKING_PASSWORD": server.credentials.password,
+        }
         done = subprocess.run(
             [sys.executable, "-c", script, json.dumps(held_out)],
-            capture_output=True, text=True, timeout=180,
+            capture_output=True, text=True, timeout=180, env=env,
         )  # fmt: skip
     assert done.returncode == 0, done.stderr
     means, stds = json.loads(done.stdout.strip().splitlines()[-1])

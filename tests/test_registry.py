@@ -33,7 +33,13 @@ from orchestrator.registry import (
     TrackingServer,
     store_paths,
 )
-from orchestrator.registry.server import free_port, health_error, read_server_info
+from orchestrator.registry.server import (
+    auth_error,
+    free_port,
+    health_error,
+    read_credentials,
+    read_server_info,
+)
 
 runner = CliRunner()
 
@@ -100,7 +106,7 @@ def test_server_lifecycle_and_fail_fast_after_stop(tmp_path):
         assert info is not None and info["url"] == server.url and info["pid"] == server.pid
         assert store_paths(tmp_path)["db"].is_file()
         procs = server_processes(server.pid)
-        registry = ModelRegistry(server.url, "lifecycle")  # probes /health: server is up
+        registry = ModelRegistry(server, "lifecycle")  # probes /health: server is up
         assert registry.versions() == []
     finally:
         server.stop()
@@ -186,7 +192,15 @@ def test_train_log_promote_and_load_in_fresh_process(server, tmp_path):
             torch.save(model(x), {str(tmp_path / "y.pt")!r})
         """
     )
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # another tool passes the run's secret the usual MLflow way
+    assert server.credentials is not None
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": server.url,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_TRACKING_USERNAME": server.credentials.username,
+        "MLFLOW_TRACKING_PASSWORD": server.credentials.password,
+    }
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
@@ -199,15 +213,20 @@ def test_tags_lineage_and_contained_settings(server):
         "MLFLOW_TRACKING_URI",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
         "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_TRACKING_AUTH",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
     )
     env_before = {key: os.environ.get(key) for key in scoped}
-    registry = ModelRegistry(server.url, "lineage-model")
+    registry = ModelRegistry(server, "lineage-model")
     model, rmse = train(steps=2)
     version = registry.log_training(model, {"steps": 2}, {"val_rmse": rmse}).version
     registry.tag_version(version, "stage", "screening")
     assert registry.lineage(version) == []
     registry.log_lineage(version, [{"task_id": "t1", "smiles": "CCO"}, {"task_id": "t2"}])
     registry.log_lineage(version, [{"task_id": "t3", "path": Path("/x")}])
+    # rows of tasks already recorded (results replayed after --resume) are not added again
+    assert registry.log_lineage(version, [{"task_id": "t2"}, {"task_id": "t1"}]) is None
     assert [row["task_id"] for row in registry.lineage(version)] == ["t1", "t2", "t3"]
     assert registry.lineage(version)[2]["path"] == "/x"  # not JSON: stored as text
     tags = registry.versions()[0].tags
@@ -236,9 +255,14 @@ def test_ui_no_serve(server, tmp_path):
     assert shown.exit_code == 0, shown.output
     assert f"sqlite:///{store_paths(run_dir)['db']}" in shown.output
     assert f"served at {server.url}/#/models" in shown.output
+    # where the secret is, never the secret
+    assert server.credentials is not None and server.credentials.path is not None
+    login = f"login: user 'orch', password in {server.credentials.path}"
+    assert login in shown.output and server.credentials.password not in shown.output
     # serving mode finds the live server and only prints its URL
     live = runner.invoke(app, ["ui", "--run-dir", str(run_dir)])
     assert live.exit_code == 0 and f"{server.url}/#/models" in live.output
+    assert login in live.output and server.credentials.password not in live.output
 
 
 @pytest.mark.timeout(120)
@@ -273,11 +297,23 @@ def test_ui_serves_until_interrupted(server, tmp_path):
             assert response.status == 200
         info = json.loads(paths["info"].read_text())
         assert info["url"] == url
+        # the copied store got a secret of its own; the UI takes it and nothing else
+        credentials = read_credentials(tmp_path)
+        assert credentials is not None and credentials.path == paths["credentials"]
+        assert info["credentials"] == str(paths["credentials"]) and info["username"] == "orch"
+        assert auth_error(url, credentials) is None
+        assert auth_error(url, None) == "HTTP 401"
+        login = lines.get(timeout=30)
+        assert login.strip() == f"login: user 'orch', password in {paths['credentials']} " + (
+            "(readable by you only)"
+        )
         procs = server_processes(info["pid"])
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0, proc.stderr.read()
         assert_gone(procs)
         assert not paths["info"].exists()
+        shown = proc.stderr.read() + "".join(lines.queue)
+        assert credentials.password not in shown + paths["log"].read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

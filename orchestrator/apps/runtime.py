@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from orchestrator.apps.failures import FailureReason, failure_record, parse_reason
+
 TRACEBACK_TAIL = 4000
 """Characters of a failing task's traceback that are sent back."""
 
@@ -33,7 +35,7 @@ def task_context() -> Mapping[str, Any]:
 class TaskTimeout(Exception):
     """The task ran past the wall time orch gave it (``FailureInfo.reason == 'timeout'``)."""
 
-    reason = "timeout"
+    reason = FailureReason.TIMEOUT
 
     def __init__(self, walltime: float):
         super().__init__(f"the task ran past its wall time of {walltime:g} s and was stopped")
@@ -80,10 +82,12 @@ def run_task(
             ``walltime`` (seconds) there stops the call with :class:`TaskTimeout`.
 
     Returns:
-        A dict with ``ok``, ``value`` (when ok), ``failure`` (exception type, message,
-        traceback tail, and the exception's ``reason`` and ``details`` attributes when it has
-        them, when not ok), ``host``, ``pid``, ``started`` and ``finished``. Failures are
-        returned, not raised, so the worker and its pool survive them.
+        A dict with ``ok``, ``value`` (when ok), ``failure`` (when not ok: a
+        :class:`~orchestrator.apps.failures.FailureRecord` with the exception type, message,
+        traceback tail, ``where='task'``, and the exception's ``reason`` (as a plain string)
+        and ``details`` attributes when it has them), ``host``, ``pid``, ``started`` and
+        ``finished``. Failures are returned, not raised, so the worker and its pool survive
+        them. Everything in it is plain data, so an orch of another version can read it.
     """
     started = time.time()
     token = _CONTEXT.set(context or {})
@@ -113,15 +117,18 @@ def run_task(
                 exc = resolve_failure(exc)
         kind = type(exc)
         details = getattr(exc, "details", None)
+        # Only a string names a reason: some library exceptions (URLError) hold an object there
+        reason = getattr(exc, "reason", None)
         return {
             "ok": False,
-            "failure": {
-                "exception_type": f"{kind.__module__}.{kind.__qualname__}",
-                "message": str(exc),
-                "traceback": traceback.format_exc()[-TRACEBACK_TAIL:],
-                "reason": str(getattr(exc, "reason", "") or "") or None,
-                "details": details if isinstance(details, dict) else None,
-            },
+            "failure": failure_record(
+                f"{kind.__module__}.{kind.__qualname__}",
+                str(exc),
+                where="task",
+                reason=parse_reason(reason) if isinstance(reason, str) else None,
+                traceback=traceback.format_exc()[-TRACEBACK_TAIL:],
+                details=details if isinstance(details, dict) else None,
+            ),
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": started,

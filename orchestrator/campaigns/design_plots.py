@@ -1,7 +1,9 @@
 """Plots of a molecular-design run (PNG, matplotlib's Agg backend: no display needed).
 
 Each function takes plain records (one dict per task: ``method``, ``site``, ``success``,
-``timestamps`` as in the results files, and ``ip_ev`` for simulations) and writes one file.
+``timestamps`` as in the results files, ``ip_ev`` for simulations, and ``replayed`` when the
+result came from the journal of an earlier session) and writes one file. Replayed records
+count as values found, but not as worker time or latency: they ran in another session.
 """
 
 from __future__ import annotations
@@ -81,7 +83,10 @@ def plot_utilization(
     runs = [
         (r["site"], r["method"], r["timestamps"]["started"], r["timestamps"]["finished"])
         for r in records
-        if r.get("site") and r["timestamps"].get("started") and r["timestamps"].get("finished")
+        if r.get("site")
+        and not r.get("replayed")
+        and r["timestamps"].get("started")
+        and r["timestamps"].get("finished")
     ]
     sites = sorted({site for site, *_ in runs} | set(capacity))
     end = max((f for *_, f in runs), default=start + 1.0)
@@ -122,8 +127,12 @@ def plot_utilization(
 
 
 def latency_breakdown(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean seconds of each hop (see :data:`HOPS`) per method, over tasks that have both ends."""
+    """Mean seconds of each hop (see :data:`HOPS`) per method, over tasks that have both ends.
+
+    Replayed records are left out (their hops were in another session).
+    """
     table: dict[str, dict[str, float]] = {}
+    records = [r for r in records if not r.get("replayed")]
     for method in sorted({r["method"] for r in records}):
         mine = [r["timestamps"] for r in records if r["method"] == method]
         row: dict[str, float] = {}

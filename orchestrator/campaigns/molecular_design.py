@@ -27,6 +27,11 @@ reference table instead of running xTB (benchmarks only; see :func:`~.pool.looku
 
 At the end the run directory holds ``results/<topic>.jsonl``, the MLflow store (``mlflow/``),
 ``plots/*.png`` and ``summary.json``; :meth:`MolecularDesign.summary` is the terminal table.
+
+After ``--resume``, results replayed from the journal count as values found but not as slot
+time of this session (the summary shows them as ``(+N replayed)``; the utilization and latency
+plots leave them out), and a replayed training result returns the MLflow version it made the
+first time (``ModelRegistry.log_training`` is idempotent by task id).
 """
 
 from __future__ import annotations
@@ -152,7 +157,11 @@ def _site_capacities(queues: Any) -> dict[str, tuple[str, int]]:
 
 
 def _record(result: Result, ip_ev: float | None = None) -> dict[str, Any]:
-    """What the plots and ``summary.json`` keep of a result."""
+    """What the plots and ``summary.json`` keep of a result.
+
+    ``replayed``: the result came from the journal of an earlier session (``--resume``); its
+    timestamps are that session's, and it used no slot in this one.
+    """
     return {
         "method": result.method,
         "site": result.site,
@@ -160,6 +169,7 @@ def _record(result: Result, ip_ev: float | None = None) -> dict[str, Any]:
         "model_version": result.model_version,
         "timestamps": result.timestamps.model_dump(),
         "ip_ev": ip_ev,
+        "replayed": bool(result.replayed),
     }
 
 
@@ -443,6 +453,7 @@ class MolecularDesign(BaseThinker):
                     "orch.final": final,
                     **provenance_tags(result),
                 },
+                task_id=result.task_id,  # a result replayed after --resume is not logged again
             )
             self.registry.promote(info.version, metric="val_rmse")
             label, version = f"{info.name}/{info.version}", info.version
@@ -586,15 +597,17 @@ class MolecularDesign(BaseThinker):
 
     # -- reporting --------------------------------------------------------------------------
 
-    def _task_seconds(self, method: str) -> tuple[int, float]:
+    def _task_seconds(self, method: str) -> tuple[int, float, int]:
+        """Tasks of ``method`` run in this session and their seconds; tasks replayed."""
+        mine = [r for r in self.records if r["method"] == method]
         spans = [
             r["timestamps"]["finished"] - r["timestamps"]["started"]
-            for r in self.records
-            if r["method"] == method
+            for r in mine
+            if not r.get("replayed")
             and r["timestamps"].get("started")
             and r["timestamps"].get("finished")
         ]
-        return len(spans), sum(spans)
+        return len(spans), sum(spans), sum(1 for r in mine if r.get("replayed"))
 
     def summary_data(self) -> dict[str, Any]:
         """Everything :meth:`summary` prints, as JSON-ready data (also in ``summary.json``)."""
@@ -606,8 +619,8 @@ class MolecularDesign(BaseThinker):
             ("training (gpu)", "train_surrogate"),
             ("inference (gpu)", "infer_surrogate"),
         ):
-            count, seconds = self._task_seconds(method)
-            phases[name] = {"tasks": count, "seconds": seconds}
+            count, seconds, replayed = self._task_seconds(method)
+            phases[name] = {"tasks": count, "seconds": seconds, "replayed": replayed}
         phases["registry (mlflow)"] = {
             "tasks": len(self.versions),
             "seconds": self.phase["registry"],
@@ -713,7 +726,10 @@ class MolecularDesign(BaseThinker):
             slots = self.cpu_slots if name.startswith("simulation") else 1
             share = 100.0 * row["seconds"] / (wall * slots)
             note = f"{share:.0f}%" + (f" of {slots} slots" if slots > 1 else "")
-            phases.add_row(name, str(int(row["tasks"])), f"{row['seconds']:.1f}", note)
+            tasks = str(int(row["tasks"]))
+            if row.get("replayed"):  # from the journal: no slot time in this session
+                tasks += f" (+{int(row['replayed'])} replayed)"
+            phases.add_row(name, tasks, f"{row['seconds']:.1f}", note)
         if data["first_ranking_seconds"] is not None:
             phases.add_row(
                 "until the first model ranking", "", f"{data['first_ranking_seconds']:.1f}", ""

@@ -66,7 +66,7 @@ def parse_faults(text: str) -> FaultSpec:
             err = errors()[0]
             field = ".".join(str(p) for p in err["loc"])
             raise ConfigError(
-                f"--inject-faults: {field}={err.get('input')!r}: {err['msg']}; rates are "
+                f"--inject-faults: {field}={err.get('input')}: {err['msg']}; rates are "
                 "numbers from 0 to 1, seed a whole number, stall_s seconds above 0"
             ) from None
         raise ConfigError(f"--inject-faults: {exc}") from None

@@ -9,7 +9,9 @@ Every problem becomes a :class:`~orchestrator.exceptions.ConfigError` whose mess
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import shlex
+import stat
 import uuid
 from collections.abc import Hashable
 from pathlib import Path
@@ -39,6 +41,7 @@ SimulationCode = Literal["cp2k", "lammps", "nwchem", "xtb"]
 SITE_FILE_SUFFIXES = (".yaml", ".yml")
 
 _GLOBUS_ONLY = ("endpoint_id", "user_endpoint_config", "resource_specification")
+_LOCAL_ONLY = ("address", "launcher")
 
 
 def _rule(field: str, problem: str, hint: str) -> PydanticCustomError:
@@ -57,7 +60,8 @@ class SiteConfig(BaseModel):
 
     * ``globus`` needs ``endpoint_id``; ``local`` must not set ``endpoint_id``,
       ``user_endpoint_config`` or ``resource_specification``; ``worker_init`` is for ``local``
-      only (a remote endpoint's worker setup belongs in its own template/config).
+      only (a remote endpoint's worker setup belongs in its own template/config), and so are
+      ``address`` and ``launcher`` (a ``globus`` site setting either is an error).
     * ``max_in_flight``, when given, is at least ``capacity``: fewer would leave workers idle.
     * ``accelerators`` ids are unique. On a ``local`` site the engine pins one worker to each
       id and starts at most ``len(accelerators)`` workers (Parsl's HTEX caps workers per node
@@ -78,6 +82,13 @@ class SiteConfig(BaseModel):
         working_dir: Where the site's engine and tasks write files; defaults to
             ``<run-dir>/sites/<name>``.
         worker_init: Shell lines run before the workers start (local backend).
+        address: The address the site's interchange listens on and its workers connect to
+            (local backend): an IPv4 or IPv6 address of this machine that the workers reach,
+            e.g. orch's side of the link to another host; default ``127.0.0.1``.
+        launcher: Words put before the worker pool's command line (local backend), e.g.
+            ``["ip", "netns", "exec", "far"]`` or ``["ssh", "node7"]``, so the workers run
+            in another network namespace or on another host while the interchange stays
+            beside orch; a string is split as a POSIX shell would. Default: none.
         endpoint_id: Globus Compute endpoint UUID (globus backend).
         user_endpoint_config: Values for the endpoint's user config template (globus backend).
         resource_specification: Per-task resources passed to the endpoint (globus backend).
@@ -105,6 +116,15 @@ class SiteConfig(BaseModel):
     accelerators: list[str] = Field(default_factory=list)
     working_dir: Path | None = None
     worker_init: str = ""
+    address: str = Field(
+        default="127.0.0.1",
+        description="Address the interchange listens on and the workers connect to (local).",
+    )
+    launcher: list[str] = Field(
+        default_factory=list,
+        description="Words put before the worker pool's command line (local), e.g. "
+        "`ip netns exec far` or `ssh node7`.",
+    )
     endpoint_id: uuid.UUID | None = None
     user_endpoint_config: dict[str, Any] = Field(default_factory=dict)
     resource_specification: dict[str, Any] = Field(default_factory=dict)
@@ -137,6 +157,37 @@ class SiteConfig(BaseModel):
             code: shlex.split(command) if isinstance(command, str) else list(command)
             for code, command in self.commands.items()
         }
+
+    @field_validator("address")
+    @classmethod
+    def _address_is_ip(cls, value: str) -> str:
+        """The interchange binds to it: an IP address, not a host name."""
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "address_not_ip", "must be an IPv4 or IPv6 address, not a host name"
+            ) from None
+        return value
+
+    @field_validator("launcher", mode="before")
+    @classmethod
+    def _launcher_words(cls, value: Any) -> Any:
+        """Split a string as a POSIX shell would; every word must be non-empty text."""
+        if isinstance(value, str):
+            try:
+                value = shlex.split(value)
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    "launcher_syntax", "cannot split it into words: {error}", {"error": str(exc)}
+                ) from None
+        if isinstance(value, list):
+            for i, word in enumerate(value):
+                if isinstance(word, str) and not word.strip():
+                    raise PydanticCustomError(
+                        "launcher_word_empty", "word {index} is empty", {"index": i + 1}
+                    )
+        return value
 
     @field_validator("capacity", "max_in_flight", mode="before")
     @classmethod
@@ -180,6 +231,14 @@ class SiteConfig(BaseModel):
                     "remove it and put worker setup in the endpoint's own config or in "
                     "user_endpoint_config",
                 )
+            for field in _LOCAL_ONLY:
+                if field in self.model_fields_set:
+                    raise _rule(
+                        field,
+                        "only used by backend 'local'",
+                        "remove it; a remote endpoint's workers reach their interchange as "
+                        "the endpoint's own config says (its provider and address)",
+                    )
         else:
             for field in _GLOBUS_ONLY:
                 if getattr(self, field):
@@ -246,6 +305,10 @@ _HINTS: dict[str, str] = {
     "accelerators": 'give a list of distinct accelerator ids, e.g. ["0", "1"]',
     "working_dir": "give a directory path, or remove it (default <run-dir>/sites/<name>)",
     "worker_init": "give the shell lines as one string (use `|` for several lines)",
+    "address": "give the IP address of this machine that the site's workers reach, e.g. "
+    "127.0.0.1 (the default) or orch's end of the link to the workers' host",
+    "launcher": 'give the words to put before the worker command, e.g. ["ip", "netns", '
+    '"exec", "far"] or "ssh node7", or remove it',
     "endpoint_id": "copy the endpoint's UUID from `globus-compute-endpoint list`",
     "user_endpoint_config": "give a mapping of template variable: value",
     "resource_specification": "give a mapping, e.g. {num_nodes: 1}",
@@ -387,7 +450,9 @@ def find_site_files(directory: Path | str) -> list[Path]:
     """List the site files directly in ``directory``, sorted by file name.
 
     Only regular ``*.yaml``/``*.yml`` files are listed; sub-folders (such as ``examples/``)
-    and hidden files (names starting with '.') are skipped.
+    and hidden files (names starting with '.') are skipped. A ``*.yaml``/``*.yml`` name that
+    is neither (a FIFO, a device, a socket, a broken symbolic link, after following links)
+    is an error rather than skipped: it is meant as a site, but cannot be read as one.
 
     Args:
         directory: The sites folder.
@@ -396,7 +461,8 @@ def find_site_files(directory: Path | str) -> list[Path]:
         The site files, possibly none.
 
     Raises:
-        ConfigError: ``directory`` does not exist or is not a directory.
+        ConfigError: ``directory`` does not exist or is not a directory, or a site file in
+            it is not a regular file.
 
     """
     folder = Path(directory)
@@ -410,13 +476,37 @@ def find_site_files(directory: Path | str) -> list[Path]:
             f"{folder}: is a file, not a directory; pass the folder that holds the site files "
             f"(e.g. --sites {folder.parent}/)"
         )
-    return sorted(
-        (
-            p
-            for p in folder.iterdir()
-            if p.suffix.lower() in SITE_FILE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-        ),
-        key=lambda p: p.name,
+    found = []
+    for p in folder.iterdir():
+        if p.suffix.lower() not in SITE_FILE_SUFFIXES or p.name.startswith(".") or p.is_dir():
+            continue
+        if not p.is_file():  # would be read as nothing, or block forever (a FIFO)
+            raise ConfigError(_not_a_file(p))
+        found.append(p)
+    return sorted(found, key=lambda p: p.name)
+
+
+def _not_a_file(path: Path) -> str:
+    """The one-line error for a site-file name that is not a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # a broken or looping link; anything else unreadable
+        mode = 0
+    if mode == 0:
+        what = "a broken symbolic link" if path.is_symlink() else "not a file"
+    else:
+        kinds = (
+            (stat.S_ISFIFO, "a FIFO"),
+            (stat.S_ISSOCK, "a socket"),
+            (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"),
+        )
+        what = next((name for test, name in kinds if test(mode)), "not a file")
+        if path.is_symlink():
+            what = f"a symbolic link to {what}"
+    return _one_line(
+        f"{path}: is not a regular file ({what}); site files must be regular YAML files: "
+        "replace it with one, or move it out of the sites folder"
     )
 
 

@@ -396,7 +396,12 @@ class DataPlane:
         managed = self._owner(proxy)
         if managed is None or managed.closed:
             return False
-        managed.store.evict(factory.key)
+        try:
+            managed.store.evict(factory.key)
+        except Exception as exc:  # noqa: BLE001 - e.g. a store behind a cut link
+            # the campaign's end removes every key of its stores; a result must not be lost
+            logger.warning("store %s: could not evict an object now (%s)", managed.name, exc)
+            return False
         return True
 
     @staticmethod

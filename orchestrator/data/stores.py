@@ -43,6 +43,14 @@ from orchestrator.exceptions import OrchError
 
 logger = logging.getLogger(__name__)
 
+REDIS_TIMEOUT_S = 5.0
+"""Seconds orch's Redis client waits to connect to the server or for a reply: a store behind
+a cut link fails the put (a site failure; the task is placed elsewhere) instead of hanging."""
+
+REDIS_RETRIES = 1
+"""Retries of a Redis command after a connection error or timeout (redis-py's default, 10
+with back-off, would make a put to an unreachable server take about a minute)."""
+
 
 class DataStoreError(OrchError):
     """A data store could not be created or reached."""
@@ -129,7 +137,18 @@ def _redis_connector(host: str, port: int, name: str, field: str) -> PrefixedRed
         ) from None
     finally:
         probe.close()
-    return PrefixedRedisConnector(host, port, prefix=f"{name}:")
+    connector = PrefixedRedisConnector(host, port, prefix=f"{name}:")
+    # ProxyStore 1.1.0's RedisConnector takes no client options: give orch's own client
+    # bounded timeouts (workers rebuild theirs from the connector's config).
+    connector._redis_client.close()
+    connector._redis_client = redis.StrictRedis(
+        host=host,
+        port=port,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), REDIS_RETRIES),
+    )
+    return connector
 
 
 def _multi_connector(

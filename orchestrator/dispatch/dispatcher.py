@@ -22,8 +22,10 @@ from orchestrator.dispatch.methods import MethodRegistry
 from orchestrator.dispatch.results import ResultsWriter
 from orchestrator.exceptions import ConfigError, SiteUnavailableError
 from orchestrator.models import (
+    SITE_FAILURE,
     TIMEOUT,
     FailureInfo,
+    FailureReason,
     Move,
     Result,
     Sizes,
@@ -56,9 +58,6 @@ SITE_WAIT = 600.0
 
 MONITOR_S = 1.0
 """Seconds between two looks at the sites: their health, lost tasks, tasks waiting too long."""
-
-NO_SITE = "no_site"
-"""``FailureInfo.reason`` of a task that found no site of its kind up within ``site_wait``."""
 
 
 @dataclass
@@ -271,13 +270,11 @@ class Dispatcher:
 
     def _no_site_outcome(self, kind: str) -> Outcome:
         reasons = "; ".join(s.down_reason or "" for s in self._by_kind[kind])
-        outcome = Outcome.site_failure(
+        return Outcome.site_failure(
             "NoSiteUp",
             f"no {kind} site came back within site_wait ({self._site_wait:g} s): {reasons}",
+            reason=FailureReason.NO_SITE,
         )
-        assert outcome.failure is not None
-        outcome.failure["reason"] = NO_SITE
-        return outcome
 
     def _send(self, task: Task, site: Site) -> None:
         task.site = site.name
@@ -302,7 +299,17 @@ class Dispatcher:
         except SiteUnavailableError as exc:
             if self._claim(attempt):
                 self._release(site, task)
-                if site.is_down:  # it went down since it was chosen: not the task's failure
+                if site.is_down:  # it went down as it was chosen: not the task's failure
+                    task.moves.append(
+                        Move(
+                            site=site.name,
+                            reason=SITE_FAILURE,
+                            message=str(exc).strip()[:300],
+                            time=time.time(),
+                        )
+                    )
+                    self.stats[site.name].moved += 1
+                    self._change("retried", task, site, detail=SITE_FAILURE)
                     self._place_or_hold(task, site.kind)
                 else:
                     self._finish(task, site, Outcome.site_failure("SiteUnavailableError", str(exc)))
@@ -401,9 +408,8 @@ class Dispatcher:
             "TaskTimeout",
             f"no result from site '{site.name}' {self._grace:g} s after the task's wall "
             f"time of {task.walltime:g} s",
+            reason=TIMEOUT,
         )
-        assert outcome.failure is not None
-        outcome.failure["reason"] = TIMEOUT
         self._finish(task, site, outcome)
 
     def _finish(
@@ -442,9 +448,12 @@ class Dispatcher:
                     self._place_or_hold(task, method.kind)
                 return
         if self.data is not None:
-            self.data.task_done(task.task_id)  # its own proxied arguments are not needed now
-            if outcome.ok:
-                self.data.adopt(outcome.value)  # a proxied result: removed at the campaign end
+            try:
+                self.data.task_done(task.task_id)  # its own proxied arguments are not needed
+                if outcome.ok:
+                    self.data.adopt(outcome.value)  # a proxied result: removed at the end
+            except Exception:  # noqa: BLE001 - the data plane must never lose a result
+                logger.warning("task %s: data store clean-up failed", task.task_id, exc_info=True)
         failure_info = None
         if outcome.failure is not None:
             failure_info = FailureInfo(**outcome.failure)

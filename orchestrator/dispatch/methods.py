@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from orchestrator.exceptions import ConfigError, UnknownMethodError
-from orchestrator.models import SITE_FAILURE, TIMEOUT
+from orchestrator.models import RETRIED_BY_DEFAULT, FailureReason, parse_reason
 
 SiteKindName = Literal["cpu", "gpu"]
 
-TRANSIENT_REASONS = frozenset({SITE_FAILURE, TIMEOUT})
-"""Failure reasons retried by default: the site failed (worker lost, site down or unreachable)
-or the task ran past its wall time. An error raised by the task's own code is not retried
-unless the method says so (``retry_on``), since it would most likely happen again."""
+TRANSIENT_REASONS: frozenset[str] = frozenset(RETRIED_BY_DEFAULT)
+"""Failure reasons retried by default: those whose ``FailureReason.retried`` is set (the site
+failed: worker lost, site down or unreachable; or the task ran past its wall time). An error
+raised by the task's own code is not retried unless the method says so (``retry_on``), since
+it would most likely happen again."""
 
 MAX_BACKOFF = 300.0
 """Longest wait (seconds) before a retry, however many retries came before."""
@@ -33,9 +34,11 @@ class Method:
         slots: Site slots (workers) one task occupies.
         max_retries: Default retry budget when ``send_inputs`` does not give one. A task
             that moves off a failed site uses one retry.
-        retry_on: Failure reasons worth a retry (``FailureInfo.reason``); default
-            :data:`TRANSIENT_REASONS` (site failures and timeouts). ``"any"`` retries every
-            failure within the budget, e.g. ``{"site_failure", "not_converged"}`` adds one.
+        retry_on: Failure reasons worth a retry (``FailureInfo.reason``): ``FailureReason``
+            members or their names; default :data:`TRANSIENT_REASONS` (site failures and
+            timeouts). ``"any"`` retries every failure within the budget, e.g.
+            ``{"site_failure", "not_converged"}`` adds one. A name that is not a
+            ``FailureReason`` is a ``ConfigError``.
         backoff: Seconds before the first retry; each further retry waits twice as long
             (at most :data:`MAX_BACKOFF`). 0 retries at once.
         walltime: Seconds a task may run on its worker before it is stopped and reported
@@ -77,7 +80,7 @@ class Method:
                     f"method {self.name}: retry_on must be 'any' or a set of failure reasons, "
                     f"e.g. {{'site_failure', 'timeout'}}"
                 )
-            object.__setattr__(self, "retry_on", frozenset(self.retry_on))
+            object.__setattr__(self, "retry_on", self._known_reasons(self.retry_on))
         if self.backoff < 0:
             raise ConfigError(f"method {self.name}: backoff must be >= 0 seconds")
         if self.walltime is not None and self.walltime <= 0:
@@ -85,9 +88,29 @@ class Method:
         if self.proxy_threshold is not None and self.proxy_threshold < 0:
             raise ConfigError(f"method {self.name}: proxy_threshold must be >= 0 bytes, or None")
 
+    def _known_reasons(self, given: Iterable[object]) -> frozenset[str]:
+        """``retry_on`` as members (a retired name becomes its member); unknown: ConfigError."""
+        reasons: set[str] = set()
+        unknown: list[str] = []
+        for item in given:
+            reason = parse_reason(item) if isinstance(item, str) else None
+            if isinstance(reason, FailureReason):
+                reasons.add(reason)
+            else:
+                unknown.append(repr(item))
+        if unknown:
+            known = ", ".join(r.value for r in FailureReason)
+            raise ConfigError(
+                f"method {self.name}: retry_on names unknown failure reason(s) "
+                f"{', '.join(sorted(unknown))}; use 'any' or some of: {known}"
+            )
+        return frozenset(reasons)
+
     def should_retry(self, reason: str | None) -> bool:
         """Whether a failure with ``reason`` is worth a retry of this method."""
-        return self.retry_on == "any" or (reason is not None and reason in self.retry_on)
+        if self.retry_on == "any":
+            return True
+        return reason is not None and parse_reason(reason) in self.retry_on
 
     def retry_delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first)."""

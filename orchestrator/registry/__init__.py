@@ -2,6 +2,8 @@
 
 ``orchestrator.registry.server`` needs no MLflow import (``orch ui`` starts fast);
 :class:`ModelRegistry` and :class:`ModelVersionInfo` import MLflow and torch on first use.
+An embedded server needs the run's secret (``<run_dir>/mlflow/credentials``, see
+``orchestrator.registry.server``); a registry made from its :class:`TrackingServer` sends it.
 Importing this package turns MLflow telemetry off for the process
 (``MLFLOW_DISABLE_TELEMETRY=true``; MLflow reads it when it is imported).
 """
@@ -18,12 +20,20 @@ from orchestrator.registry.errors import (  # noqa: E402
     RegistryUnavailableError,
     TrackingServerError,
 )
-from orchestrator.registry.server import TrackingServer, live_server_url, store_paths  # noqa: E402
+from orchestrator.registry.server import (  # noqa: E402
+    Credentials,
+    TrackingServer,
+    live_server_url,
+    read_credentials,
+    store_paths,
+    validate_tracking_uri,
+)
 
 if TYPE_CHECKING:
     from orchestrator.registry.models import ModelRegistry, ModelVersionInfo
 
 __all__ = [
+    "Credentials",
     "ModelRegistry",
     "ModelVersionInfo",
     "RegistryError",
@@ -31,7 +41,9 @@ __all__ = [
     "TrackingServer",
     "TrackingServerError",
     "live_server_url",
+    "read_credentials",
     "store_paths",
+    "validate_tracking_uri",
 ]
 
 

@@ -3,6 +3,13 @@
 One :meth:`ModelRegistry.log_training` call = one MLflow run (params, metrics, the model in
 pickle format with explicit pip requirements: ~0.6 s) = one new version of the registered model.
 
+**Exactly once, by task id**: a training logged with a ``task_id`` (or an ``orch.task_id``
+tag) carries the tag ``orch.task_id`` on its run and version. Logging the same task id again
+(a result replayed from the journal after ``--resume``) finds that run in the registry's
+experiment and returns its version: no second run, no second version. A run left without a
+version by a crash is marked deleted and logged afresh. :meth:`ModelRegistry.log_lineage`
+skips rows whose ``task_id`` the version's lineage already holds.
+
 **Alias policy** (:meth:`ModelRegistry.promote`): an alias (``champion`` by default) moves to a
 version only when that version's metric is strictly better than the metric of the version that
 holds the alias now (lower or higher is better, per call), or when no version holds it (or the
@@ -24,6 +31,22 @@ globals. Orch sets them only for the duration of its own calls, under one proces
 and restores the previous values afterwards (so orch's MLflow calls are serialized, and other
 MLflow code running in another thread at that moment sees orch's values). Importing this
 package sets ``MLFLOW_DISABLE_TELEMETRY=true`` for the process.
+
+**Credentials of an embedded server** (see :mod:`orchestrator.registry.server`): a registry
+made from a :class:`TrackingServer` (or given ``credentials=``) sends the run's user and
+password as HTTP basic auth on every request MLflow makes for it, artifact uploads and model
+downloads included. The password never enters ``os.environ``: the usual way,
+``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``, would be inherited by every process
+orch starts while a call runs (site engines, workers, containers). Instead orch registers an
+MLflow *request auth provider* (MLflow's documented plugin interface,
+:class:`~mlflow.tracking.request_auth.abstract_request_auth_provider.RequestAuthProvider`,
+registered in-process rather than by entry point) that hands out the credentials of the call
+in progress, and only for requests to that server's URL (MLflow code of another thread that
+talks to another server meanwhile gets no header from orch). During a call only
+``MLFLOW_TRACKING_AUTH`` (the provider's name, no secret) is set, and the caller's own
+``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``/``_TOKEN`` are hidden so that they are not sent to
+orch's server. Registries of other URIs send nothing of orch's: MLflow's own variables apply
+to them as usual.
 """
 
 from __future__ import annotations
@@ -48,32 +71,86 @@ import mlflow.pytorch
 import requests
 import torch
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, ViewType
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.telemetry import set_telemetry_client
 from mlflow.tracking._model_registry import utils as _registry_utils
 from mlflow.tracking._tracking_service import utils as _tracking_utils
+from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
+from mlflow.tracking.request_auth.registry import _request_auth_provider_registry
 from mlflow.utils.autologging_utils.logging_and_warnings import (
     MlflowEventsAndWarningsBehaviorGlobally,
 )
+from requests.auth import AuthBase
 
 from orchestrator.registry.errors import RegistryError, RegistryUnavailableError
-from orchestrator.registry.server import TrackingServer, check_reachable, health_error
+from orchestrator.registry.server import (
+    Credentials,
+    TrackingServer,
+    auth_error,
+    check_reachable,
+    health_error,
+)
 
 set_telemetry_client()  # re-read MLFLOW_DISABLE_TELEMETRY if mlflow was imported before orch
 
 _LOCK = threading.RLock()
+_CALLER_AUTH_ENV = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_AWS_SIGV4",
+)
+"""The caller's own MLflow credentials: hidden while orch calls its own server."""
 _SCOPED_ENV = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_REGISTRY_URI",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
     "MLFLOW_HTTP_REQUEST_TIMEOUT",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+    "MLFLOW_TRACKING_AUTH",
+    *_CALLER_AUTH_ENV,
 )
+AUTH_PROVIDER = "orch-run-secret"
+"""The name of orch's request auth provider (the value of ``MLFLOW_TRACKING_AUTH``)."""
+TASK_ID_TAG = "orch.task_id"
+"""The tag that makes :meth:`ModelRegistry.log_training` idempotent."""
 _PYTORCH_LOGGER = logging.getLogger("mlflow.pytorch")
 MODEL_ARTIFACT = "model"
 LINEAGE_DIR = "lineage"
+
+
+class _ServerAuth(AuthBase):
+    """Basic auth for requests to one server only (another URL gets no header from orch)."""
+
+    def __init__(self, url: str, credentials: Credentials) -> None:
+        self.url = url.rstrip("/")
+        self.credentials = credentials
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        target = request.url or ""
+        if target == self.url or target.startswith(self.url + "/"):
+            request.headers["Authorization"] = self.credentials.header()
+        return request
+
+
+_active_auth: list[_ServerAuth | None] = [None]
+"""The credentials of the orch call in progress (set under ``_LOCK``)."""
+
+
+class _RunSecretAuth(RequestAuthProvider):
+    """MLflow request auth provider: basic auth of the orch MLflow call in progress."""
+
+    def get_name(self) -> str:
+        return AUTH_PROVIDER
+
+    def get_auth(self) -> _ServerAuth | None:
+        return _active_auth[0]
+
+
+if not any(p.get_name() == AUTH_PROVIDER for p in _request_auth_provider_registry):
+    _request_auth_provider_registry.register(_RunSecretAuth)
 
 
 def _drop_pickle_warning(record: logging.LogRecord) -> bool:
@@ -108,6 +185,12 @@ class ModelRegistry:
         experiment: the experiment the training runs go to (default: ``model_name``).
         request_timeout: seconds before one HTTP request to the server is abandoned.
         max_retries: HTTP retries per request (0: fail at once when the server is down).
+        credentials: the user and password to send (default: the server's own when
+            ``tracking_uri`` is a :class:`TrackingServer`, else none).
+
+    Raises:
+        RegistryUnavailableError: the server does not answer ``/health``.
+        RegistryError: it refuses ``credentials``.
     """
 
     def __init__(
@@ -118,15 +201,29 @@ class ModelRegistry:
         experiment: str | None = None,
         request_timeout: int = 20,
         max_retries: int = 0,
+        credentials: Credentials | None = None,
     ) -> None:
-        uri = tracking_uri.url if isinstance(tracking_uri, TrackingServer) else tracking_uri
+        if isinstance(tracking_uri, TrackingServer):
+            uri = tracking_uri.url
+            credentials = credentials or tracking_uri.credentials
+        else:
+            uri = tracking_uri
         self.tracking_uri = uri.rstrip("/")
         self.model_name = model_name
         self.experiment = experiment or model_name
         self.request_timeout = request_timeout
         self.max_retries = max_retries
+        self.credentials = credentials
         self._experiment_id: str | None = None
         check_reachable(self.tracking_uri)
+        if credentials is not None:
+            refused = auth_error(self.tracking_uri, credentials, timeout=request_timeout)
+            if refused is not None:
+                where = credentials.path or "the credentials given"
+                raise RegistryError(
+                    f"MLflow tracking server {self.tracking_uri} refuses the credentials of "
+                    f"{where} ({refused}); pass the credentials of the run whose server it is"
+                )
         self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     # --- logging -------------------------------------------------------------------------
@@ -140,16 +237,29 @@ class ModelRegistry:
         tags: Mapping[str, Any] | None = None,
         pip_requirements: Sequence[str] | None = None,
         run_name: str | None = None,
+        task_id: str | None = None,
     ) -> ModelVersionInfo:
         """Log one training result as a run and register the model as a new version.
 
         ``tags`` go on the run and on the new version. ``pip_requirements`` default to the
         running torch version (explicit requirements skip MLflow's slow inference).
+
+        With a ``task_id`` (or an ``orch.task_id`` tag) the call is idempotent: when the
+        registry's experiment already holds a run of that task with a version of this model,
+        that version is returned and nothing new is logged (see the module docstring).
         """
         requirements = list(pip_requirements or [f"torch=={torch.__version__}"])
         tag_values = {str(k): str(v) for k, v in (tags or {}).items()}
+        key = task_id or tag_values.get(TASK_ID_TAG)
+        if key is not None:
+            if "'" in key or "\\" in key:
+                raise RegistryError(f"task id {key!r}: quotes and backslashes are not allowed")
+            tag_values[TASK_ID_TAG] = key
         metric_values = {str(k): float(v) for k, v in metrics.items()}
         with self._calls("log a training run"):
+            earlier = self._logged(key, tag_values) if key is not None else None
+            if earlier is not None:
+                return earlier
             run = self._client.create_run(
                 self._experiment(), run_name=run_name, tags={**tag_values}
             )
@@ -198,25 +308,35 @@ class ModelRegistry:
         with self._calls(f"tag version {version}"):
             self._client.set_model_version_tag(self.model_name, str(version), key, str(value))
 
-    def log_lineage(self, version: int | str, rows: Sequence[Mapping[str, Any]]) -> str:
+    def log_lineage(self, version: int | str, rows: Sequence[Mapping[str, Any]]) -> str | None:
         """Record what a version steered (task ids, inputs...) on the version's run.
 
         Each call adds one JSON artifact ``lineage/<time>-<id>.json`` (``{"model", "version",
         "rows"}``; values that are not JSON become strings) and updates the version's
-        ``orch.lineage_rows`` tag (the count so far). Returns the artifact path;
-        :meth:`lineage` reads all rows back.
+        ``orch.lineage_rows`` tag (the count so far). Rows whose ``task_id`` the lineage
+        already holds are left out (a replayed result logs nothing twice). Returns the
+        artifact path, or None when no row was new; :meth:`lineage` reads all rows back.
         """
-        rows = [dict(row) for row in rows]
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = f"{LINEAGE_DIR}/{stamp}-{uuid.uuid4().hex[:8]}.json"
-        payload = {"model": self.model_name, "version": int(version), "rows": rows}
         with self._calls(f"log lineage of version {version}"):
             mv = self._client.get_model_version(self.model_name, str(version))
             run_id = self._run_id(mv)
+            earlier = self._lineage_rows(run_id)
+            seen = {str(row["task_id"]) for row in earlier if row.get("task_id") is not None}
+            new = []
+            for row in map(dict, rows):
+                if row.get("task_id") is not None:
+                    if str(row["task_id"]) in seen:
+                        continue
+                    seen.add(str(row["task_id"]))
+                new.append(row)
+            if not new:
+                return None
+            payload = {"model": self.model_name, "version": int(version), "rows": new}
             self._client.log_text(run_id, json.dumps(payload, default=str, indent=1), path)
-            count = int(mv.tags.get("orch.lineage_rows", "0")) + len(rows)
             self._client.set_model_version_tag(
-                self.model_name, str(version), "orch.lineage_rows", str(count)
+                self.model_name, str(version), "orch.lineage_rows", str(len(earlier) + len(new))
             )
         return path
 
@@ -224,14 +344,7 @@ class ModelRegistry:
         """Every row :meth:`log_lineage` recorded for a version, oldest first."""
         with self._calls(f"read lineage of version {version}"):
             run_id = self._run_id(self._client.get_model_version(self.model_name, str(version)))
-            if not self._client.list_artifacts(run_id, LINEAGE_DIR):
-                return []
-            with tempfile.TemporaryDirectory(prefix="orch-lineage-") as tmp:
-                local = Path(self._client.download_artifacts(run_id, LINEAGE_DIR, tmp))
-                rows: list[dict[str, Any]] = []
-                for part in sorted(local.glob("*.json")):
-                    rows.extend(json.loads(part.read_text())["rows"])
-        return rows
+            return self._lineage_rows(run_id)
 
     # --- aliases -------------------------------------------------------------------------
 
@@ -360,6 +473,49 @@ class ModelRegistry:
 
     # --- internals -----------------------------------------------------------------------
 
+    def _logged(self, task_id: str, tags: Mapping[str, str]) -> ModelVersionInfo | None:
+        """The version an earlier :meth:`log_training` of ``task_id`` made (inside ``_calls``).
+
+        Finishes what a crash may have left undone (the version's tags, the run's status);
+        a run of the task without a version of this model is marked deleted.
+        """
+        runs = self._client.search_runs(
+            [self._experiment()],
+            filter_string=f"tags.`{TASK_ID_TAG}` = '{task_id}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            order_by=["attributes.start_time ASC"],
+        )
+        for run in runs:
+            run_id = run.info.run_id
+            versions = [
+                mv
+                for mv in self._client.search_model_versions(f"run_id = '{run_id}'")
+                if mv.name == self.model_name
+            ]
+            if not versions:
+                self._client.delete_run(run_id)
+                continue
+            mv = min(versions, key=lambda m: int(m.version))
+            for key, value in tags.items():
+                if mv.tags.get(key) != value:
+                    self._client.set_model_version_tag(self.model_name, str(mv.version), key, value)
+            if run.info.status != "FINISHED":
+                self._client.set_terminated(run_id, "FINISHED")
+            metrics = {k: float(v) for k, v in run.data.metrics.items()}
+            version = int(mv.version)
+            return ModelVersionInfo(self.model_name, version, run_id, metrics, tags=dict(tags))
+        return None
+
+    def _lineage_rows(self, run_id: str) -> list[dict[str, Any]]:
+        if not self._client.list_artifacts(run_id, LINEAGE_DIR):
+            return []
+        with tempfile.TemporaryDirectory(prefix="orch-lineage-") as tmp:
+            local = Path(self._client.download_artifacts(run_id, LINEAGE_DIR, tmp))
+            rows: list[dict[str, Any]] = []
+            for part in sorted(local.glob("*.json")):
+                rows.extend(json.loads(part.read_text())["rows"])
+        return rows
+
     def _unknown(self, ref: int | str, aliases: dict[str, int] | None = None) -> str:
         with contextlib.suppress(Exception):
             aliases = self.aliases() if aliases is None else aliases
@@ -410,6 +566,16 @@ class ModelRegistry:
             saved_env = {key: os.environ.get(key) for key in _SCOPED_ENV}
             saved_tracking = _tracking_utils._tracking_uri
             saved_registry = _registry_utils._registry_uri
+            saved_auth = _active_auth[0]
+            if self.credentials is not None:
+                for key in _CALLER_AUTH_ENV:
+                    os.environ.pop(key, None)
+                os.environ["MLFLOW_TRACKING_AUTH"] = AUTH_PROVIDER
+                _active_auth[0] = _ServerAuth(self.tracking_uri, self.credentials)
+            else:  # another server: the caller's own MLflow settings, nothing of orch's
+                if os.environ.get("MLFLOW_TRACKING_AUTH") == AUTH_PROVIDER:
+                    os.environ.pop("MLFLOW_TRACKING_AUTH")
+                _active_auth[0] = None
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.max_retries)
             os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.request_timeout)
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # stdout is the CLI's
@@ -442,6 +608,7 @@ class ModelRegistry:
                 ) from exc
             finally:
                 quiet.__exit__(None, None, None)
+                _active_auth[0] = saved_auth
                 _PYTORCH_LOGGER.removeFilter(_drop_pickle_warning)
                 mlflow.set_tracking_uri(saved_tracking)  # type: ignore[arg-type]
                 _registry_utils._registry_uri = saved_registry

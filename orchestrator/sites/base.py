@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -11,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.sites import SiteConfig
-from orchestrator.models import SITE_FAILURE
+from orchestrator.models import (
+    SITE_FAILURE,
+    FailureReason,
+    FailureRecord,
+    failure_record,
+    parse_reason,
+)
 
 
 @dataclass
@@ -20,11 +27,13 @@ class Outcome:
 
     ``ok`` is False both when the task raised (``failure['where'] == 'task'``) and when the
     site could not run it (``'site'``: worker lost, result too large, serialization).
+    ``failure`` is a :class:`~orchestrator.models.FailureRecord`, the shape ``FailureInfo``
+    validates.
     """
 
     ok: bool
     value: Any = None
-    failure: dict[str, Any] | None = None
+    failure: FailureRecord | None = None
     host: str | None = None
     pid: int | None = None
     started: float | None = None
@@ -38,10 +47,24 @@ class Outcome:
     def from_worker(
         cls, record: dict[str, Any], input_size: int | None, value_size: int | None
     ) -> Outcome:
-        """Decode the dict returned by ``orchestrator.apps.runtime.run_task``."""
-        failure = record.get("failure")
-        if failure is not None:
-            failure = {**failure, "where": "task"}
+        """Decode the dict returned by ``orchestrator.apps.runtime.run_task``.
+
+        The worker may run another orch version: its failure dict is rebuilt field by field
+        (missing fields get their defaults, unknown ones are dropped, a retired reason name
+        becomes the current one).
+        """
+        raw = record.get("failure")
+        failure = None
+        if raw is not None:
+            details = raw.get("details")
+            failure = failure_record(
+                str(raw.get("exception_type") or "Exception"),
+                str(raw.get("message", "")),
+                where="task",
+                reason=parse_reason(raw.get("reason")),
+                traceback=str(raw.get("traceback") or ""),
+                details=details if isinstance(details, dict) else None,
+            )
         return cls(
             ok=record["ok"],
             value=record.get("value"),
@@ -56,18 +79,28 @@ class Outcome:
 
     @classmethod
     def site_failure(
-        cls, exception_type: str, message: str, traceback: str = "", input_size: int | None = None
+        cls,
+        exception_type: str,
+        message: str,
+        traceback: str = "",
+        input_size: int | None = None,
+        reason: FailureReason = SITE_FAILURE,
     ) -> Outcome:
-        """An outcome for a task the site could not run or return."""
+        """An outcome for a task the site could not run or return (``where='site'``).
+
+        Args:
+            exception_type: Name of the error (an exception class, or the site's own word).
+            message: One line saying what went wrong.
+            traceback: Tail of a traceback, when there is one.
+            input_size: Serialized size of the task's inputs, when known.
+            reason: ``site_failure`` unless the caller knows better (``timeout`` for a task
+                orch stopped waiting for, ``no_site``, ``cancelled``).
+        """
         return cls(
             ok=False,
-            failure={
-                "exception_type": exception_type,
-                "message": message,
-                "traceback": traceback,
-                "where": "site",
-                "reason": SITE_FAILURE,
-            },
+            failure=failure_record(
+                exception_type, message, where="site", reason=reason, traceback=traceback
+            ),
             input_size=input_size,
         )
 
@@ -132,6 +165,33 @@ class Site(ABC):
         revive anything.
         """
         return False
+
+    def health_check(self) -> str | None:
+        """Look at the site while the campaign runs; mark it down when it cannot run tasks.
+
+        The dispatcher calls it about every second for each site that is up. A site that
+        finds itself unusable marks itself down, hands back the tasks it holds (their futures
+        complete as site failures, so they are re-placed) and returns the reason. The default
+        finds nothing.
+        """
+        return None
+
+    def lost(self, futures: list[Future[Any]]) -> dict[Future[Any], str]:
+        """Of these unfinished futures from :meth:`submit`, those whose result will never come.
+
+        The dispatcher asks about every second; a future reported twice in a row is failed as
+        a lost task (a site failure, retried within its budget). Maps each lost future to
+        why. The default cannot tell, and reports none.
+        """
+        return {}
+
+    def inject(self, fault: str, rng: random.Random, stall_s: float = 5.0) -> str | None:
+        """Cause one fault at this site for chaos testing (``orch launch --inject-faults``).
+
+        Returns what was done, or None when the site cannot cause it (the default: remote
+        sites cannot kill processes on another machine).
+        """
+        return None
 
     def check(self) -> str | None:
         """Pre-flight: ``None`` when the site can take tasks, else the one-line reason.

@@ -90,11 +90,21 @@ def pool_processes(engine: GlobusComputeEngine) -> list[psutil.Process]:
 
 
 def worker_processes(engine: GlobusComputeEngine) -> list[psutil.Process]:
-    """The worker processes of the engine's worker pools (the pools' direct children)."""
+    """The worker processes of the engine's worker pools.
+
+    A pool's ``multiprocessing`` children are its resource tracker, the server of its
+    ``Manager`` (started first) and then its workers; all but the tracker run ``spawn_main``.
+    """
     workers: list[psutil.Process] = []
     for pool in pool_processes(engine):
         try:
-            workers.extend(pool.children())
+            spawned = [
+                child
+                for child in pool.children()
+                if "multiprocessing.spawn" in " ".join(child.cmdline())
+            ]
+            spawned.sort(key=lambda child: child.create_time())
         except psutil.Error:
             continue
+        workers.extend(spawned[1:])  # the oldest is the Manager's server
     return workers

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Any
 
+import psutil
 from globus_compute_common import messagepack
 from globus_compute_common.messagepack.message_types import Result as PackedResult
 from globus_compute_common.messagepack.message_types import Task as PackedTask
@@ -28,9 +32,31 @@ from orchestrator.apps.runtime import TaskWrapper
 from orchestrator.config.sites import SiteConfig
 from orchestrator.containers.plan import plan_for
 from orchestrator.exceptions import SiteUnavailableError
+from orchestrator.sites import htex
 from orchestrator.sites.base import Outcome, Site
+from orchestrator.sites.launchers import PrefixLauncher
 
 logger = logging.getLogger(__name__)
+
+HEARTBEAT_PERIOD_S = 1
+"""Seconds between heartbeats of a worker pool and its interchange (both ways)."""
+
+HEARTBEAT_THRESHOLD_S = 3
+"""Seconds without a heartbeat after which the interchange drops a worker pool (failing the
+tasks it held, which orch re-places) and a worker pool gives its interchange up."""
+
+POOL_START_S = 120.0
+"""Seconds a site's worker pool may take to connect after the engine starts before the site
+counts as down (a containerized pool starts its image first)."""
+
+ENGINE_STOP_S = 30.0
+"""Longest wait for an engine's own shutdown before orch ends its processes itself."""
+
+REVIVE_CONNECT_S = 30.0
+"""Seconds a restarted engine waits for its worker pool; without one the site stays down."""
+
+FAULTS = ("kill_worker", "kill_pool", "kill_interchange", "stall_worker", "drop_result")
+"""Faults :meth:`LocalSite.inject` can cause (``orch launch --inject-faults``)."""
 
 _SERIALIZER = ComputeSerializer()
 _PACKED_EMPTY = {(): _SERIALIZER.serialize(()), "{}": _SERIALIZER.serialize({})}
@@ -108,6 +134,12 @@ class LocalSite(Site):
         self._endpoint_id = uuid.uuid5(uuid.NAMESPACE_URL, f"orch-local-site:{config.name}")
         self._life = threading.RLock()  # a restart and a shutdown never overlap
         self._closed = False
+        # what the dispatcher holds -> (the engine's own future, the engine it went to)
+        self._pending: dict[Future[Any], tuple[GCFuture, GlobusComputeEngine]] = {}
+        self._pending_lock = threading.Lock()
+        self._started_at = 0.0
+        self._pool_seen = False
+        self._drops = 0  # results still to drop (fault injection)
         self.container_plan = plan_for(
             config, run_dir.resolve(), self.working_dir, self._extra_paths
         )
@@ -146,22 +178,25 @@ class LocalSite(Site):
         engine = GlobusComputeEngine(
             **container,
             label=f"orch-{self.name}",
-            address="127.0.0.1",
+            address=self.config.address,
             max_workers_per_node=self.capacity,
             available_accelerators=accelerators or [],
             encrypted=False,
-            heartbeat_period=5,
-            heartbeat_threshold=30,
+            heartbeat_period=HEARTBEAT_PERIOD_S,
+            heartbeat_threshold=HEARTBEAT_THRESHOLD_S,
             provider=LocalProvider(
                 init_blocks=0,  # launched below: the status poller would wait one period (5 s)
                 min_blocks=0,
                 max_blocks=1,
                 nodes_per_block=1,
+                launcher=PrefixLauncher(self.config.launcher),
                 worker_init=self._worker_init(),
             ),
             job_status_kwargs={"strategy": "none", "max_idletime": 0},
         )
         self._engine = engine
+        self._started_at = time.monotonic()
+        self._pool_seen = False
         try:
             engine.start(endpoint_id=self._endpoint_id, run_dir=str(self.working_dir))
             engine.scale_out(1)
@@ -177,7 +212,11 @@ class LocalSite(Site):
         kwargs: dict[str, Any],
         walltime: float | None = None,
     ) -> Future[Any]:
-        """Pack the call and hand it to the engine; the future completes with packed bytes."""
+        """Pack the call and hand it to the engine; the future completes with packed bytes.
+
+        The future returned is orch's own, completed from the engine's: when the engine loses
+        the task, or the site goes down, orch completes it with the failure itself.
+        """
         engine = self._engine
         if engine is None or self.is_down:
             raise SiteUnavailableError(self.down_reason or f"site '{self.name}' is not started")
@@ -190,10 +229,38 @@ class LocalSite(Site):
             packed_function = _SERIALIZER.serialize(TaskWrapper(fn, context))
             self._packed[(fn, walltime)] = packed_function
         packed = pack_call(task_id, fn, args, kwargs, packed_function)
-        future = GCFuture(task_id)
-        future.input_size = len(packed)
-        engine.submit(future, packed, {})
+        engine_future = GCFuture(task_id)
+        future: Future[Any] = Future()
+        future.input_size = len(packed)  # type: ignore[attr-defined]
+        with self._pending_lock:
+            self._pending[future] = (engine_future, engine)
+            drop = self._drops > 0
+            if drop:
+                self._drops -= 1
+        if not drop:
+            engine_future.add_done_callback(lambda done: self._relay(done, future))
+        engine.submit(engine_future, packed, {})
         return future
+
+    def _relay(self, done: Future[Any], future: Future[Any]) -> None:
+        with self._pending_lock:
+            self._pending.pop(future, None)
+        try:
+            value = done.result()
+        except BaseException as exc:  # noqa: BLE001 - handed on as the task's failure
+            _complete(future, exc=exc)
+        else:
+            _complete(future, value=value)
+
+    def _fail_pending(self, engine: GlobusComputeEngine | None, reason: str) -> int:
+        """Complete every unfinished task sent to ``engine`` (None: any) with a site failure."""
+        with self._pending_lock:
+            mine = [f for f, (_, e) in self._pending.items() if engine is None or e is engine]
+            for future in mine:
+                del self._pending[future]
+        for future in mine:
+            _complete(future, exc=SiteUnavailableError(reason))
+        return len(mine)
 
     def outcome(self, future: Future[Any]) -> Outcome:
         """Decode the engine's packed result (never raises).
@@ -215,39 +282,240 @@ class LocalSite(Site):
                 )
         return outcome
 
+    def health_check(self) -> str | None:
+        """Mark the site down (handing its tasks back) when its engine cannot run them.
+
+        Down when the interchange exited or does not answer, when the worker pool that had
+        connected is gone (the interchange drops a pool it has not heard from for
+        :data:`HEARTBEAT_THRESHOLD_S` s: the pool died, or the network between them is cut),
+        or when no pool connected within :data:`POOL_START_S` s of the start.
+
+        Returns:
+            The reason the site was marked down, or None.
+        """
+        engine = self._engine
+        if engine is None or self._closed or self.is_down:
+            return None
+        reason = self._engine_problem(engine)
+        if reason is None or engine is not self._engine or self._closed:
+            return None
+        self.mark_down(reason)
+        handed = self._fail_pending(engine, reason)
+        logger.warning("%s (%d task(s) handed back)", reason, handed)
+        return reason
+
+    def _engine_problem(self, engine: GlobusComputeEngine) -> str | None:
+        code = htex.interchange_exit_code(engine)
+        if code is not None:
+            return f"site '{self.name}': its interchange exited (code {code})"
+        try:
+            if htex.connected_managers(engine):
+                self._pool_seen = True
+                return None
+            if self._pool_seen or htex.connected_blocks(engine):
+                return (
+                    f"site '{self.name}': lost contact with its worker pool (no heartbeat for "
+                    f"{HEARTBEAT_THRESHOLD_S} s: the pool died or the network to it is cut)"
+                )
+        except htex.InterchangeStuck as exc:
+            return f"site '{self.name}': {exc}"
+        waited = time.monotonic() - self._started_at
+        if waited > POOL_START_S:
+            return (
+                f"site '{self.name}': no worker pool connected {waited:.0f} s after the start; "
+                f"see {self.working_dir} for the pool's logs"
+            )
+        return None
+
+    def lost(self, futures: list[Future[Any]]) -> dict[Future[Any], str]:
+        """Of ``futures`` (unfinished, from :meth:`submit`), those the engine has lost.
+
+        A task is lost when its engine was replaced, when the engine finished it but its
+        result never reached orch, or when the engine no longer tracks it.
+        """
+        current = self._engine
+        found: dict[Future[Any], str] = {}
+        for future in futures:
+            if future.done():
+                continue
+            with self._pending_lock:
+                entry = self._pending.get(future)
+            if entry is None:
+                found[future] = "orch holds no engine task for it"
+                continue
+            engine_future, engine = entry
+            if engine is not current:
+                found[future] = "the engine it was sent to was replaced"
+            elif engine_future.done():
+                found[future] = "the engine finished it but its result never reached orch"
+            elif engine_future.executor_task_id is not None and not htex.tracks(
+                engine, engine_future.executor_task_id
+            ):
+                found[future] = "the engine no longer tracks it"
+        return found
+
+    def inject(self, fault: str, rng: random.Random, stall_s: float = 5.0) -> str | None:
+        """Cause one fault at this site (chaos testing); returns what was done, or None.
+
+        Args:
+            fault: One of :data:`FAULTS`.
+            rng: Picks the worker to hit.
+            stall_s: How long ``stall_worker`` stops a worker (SIGSTOP, then SIGCONT).
+        """
+        engine = self._engine
+        if engine is None or self._closed or self.is_down:
+            return None
+        if fault == "drop_result":
+            with self._pending_lock:
+                self._drops += 1
+            return "the next result will be dropped"
+        if fault == "kill_interchange":
+            pid = htex.interchange_pid(engine)
+            return _signal(pid, signal.SIGKILL, "interchange") if pid else None
+        if fault == "kill_pool":
+            pools = htex.pool_processes(engine)
+            if not pools:
+                return None
+            for worker in htex.worker_processes(engine):
+                _signal(worker.pid, signal.SIGKILL, "worker")
+            return _signal(pools[0].pid, signal.SIGKILL, "worker pool")
+        workers = htex.worker_processes(engine)
+        if not workers:
+            return None
+        worker = rng.choice(workers)
+        if fault == "kill_worker":
+            return _signal(worker.pid, signal.SIGKILL, "worker")
+        if fault == "stall_worker":
+            done = _signal(worker.pid, signal.SIGSTOP, "worker")
+            if done is not None:
+                timer = threading.Timer(stall_s, _signal, (worker.pid, signal.SIGCONT, "worker"))
+                timer.daemon = True
+                timer.start()
+                return f"{done} for {stall_s:g} s"
+            return None
+        raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+
     def try_revive(self) -> bool:
-        """Replace a dead engine by a fresh one (new interchange and workers)."""
+        """Replace a dead engine by a fresh one (new interchange and workers).
+
+        True only once the new engine's worker pool has connected (within
+        :data:`REVIVE_CONNECT_S` s); otherwise the new engine is stopped and the site stays
+        down, e.g. while the network to its workers is still cut.
+        """
         with self._life:
             if self._closed or not self.is_down:
                 return not self.is_down and not self._closed
             logger.info("site %s: restarting its engine", self.name)
             old, self._engine = self._engine, None
             if old is not None:
-                try:
-                    old.shutdown()
-                except Exception:  # noqa: BLE001 - the old engine is being replaced anyway
-                    logger.debug("site %s: old engine: stop failed", self.name, exc_info=True)
+                self._fail_pending(old, f"site '{self.name}': its engine was restarted")
+                self._shutdown(old)
             self._packed.clear()
             try:
                 self.start()
+                connected = self._wait_for_pool(REVIVE_CONNECT_S)
             except Exception:  # noqa: BLE001 - stays down; the dispatcher tries again later
                 logger.warning("site %s: engine restart failed", self.name, exc_info=True)
+                connected = False
+            if not connected:
+                logger.warning(
+                    "site %s: restarted engine has no worker pool; still down", self.name
+                )
+                self._stop_engine()
                 return False
             self.mark_up()
             return True
+
+    def _wait_for_pool(self, timeout: float) -> bool:
+        engine = self._engine
+        deadline = time.monotonic() + timeout
+        while engine is not None and not self._closed:
+            try:
+                if htex.connected_managers(engine):
+                    self._pool_seen = True
+                    return True
+            except htex.InterchangeStuck:
+                return False
+            if time.monotonic() >= deadline or htex.interchange_exit_code(engine) is not None:
+                return False
+            time.sleep(0.2)  # polling the interchange: it has no "pool connected" event
+        return False
 
     def shutdown(self) -> None:
         """Stop the interchange and workers (idempotent)."""
         with self._life:
             self._closed = True
         self._stop_engine()
+        self._fail_pending(None, f"site '{self.name}' was shut down")
 
     def _stop_engine(self) -> None:
         engine, self._engine = self._engine, None
-        if engine is None:
-            return
-        try:
-            engine.shutdown()
-        except Exception:  # noqa: BLE001 - shutting down must not mask the original error
-            logger.exception("site %s: error while shutting the engine down", self.name)
+        if engine is not None:
+            self._shutdown(engine)
+
+    def _shutdown(self, engine: GlobusComputeEngine) -> None:
+        """Stop ``engine``; never hangs, and its processes end even if its shutdown cannot.
+
+        With its interchange dead, the engine's status poller blocks for ever on the command
+        channel and ``engine.shutdown()`` waits for that poller: so the shutdown runs in a
+        thread, bounded, after the worker pool was ended by PID.
+        """
+        dead = htex.interchange_exit_code(engine) is not None
+        if dead:
+            _end_pools(engine)
+        errors: list[BaseException] = []
+
+        def stop() -> None:
+            try:
+                engine.shutdown()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        stopper = threading.Thread(target=stop, name=f"orch-stop-{self.name}", daemon=True)
+        stopper.start()
+        stopper.join(1.0 if dead else ENGINE_STOP_S)  # dead: its poller thread never returns
+        if stopper.is_alive():
+            if not dead:
+                logger.warning(
+                    "site %s: the engine did not stop within %g s; its processes were ended",
+                    self.name,
+                    ENGINE_STOP_S,
+                )
+            _end_pools(engine)
+            pid = htex.interchange_pid(engine)
+            if pid is not None and htex.interchange_exit_code(engine) is None:
+                _signal(pid, signal.SIGKILL, "interchange")
+        elif errors:
+            logger.error("site %s: error while shutting the engine down: %s", self.name, errors[0])
         logger.info("site %s: local engine stopped", self.name)
+
+
+def _complete(future: Future[Any], value: Any = None, exc: BaseException | None = None) -> None:
+    """Complete ``future`` unless something completed it first."""
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+    except InvalidStateError:
+        pass
+
+
+def _signal(pid: int, signum: signal.Signals, what: str) -> str | None:
+    """Send ``signum`` to ``pid``; what was done, or None when the process is gone."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return None
+    return f"{signum.name} to the {what} (pid {pid})"
+
+
+def _end_pools(engine: GlobusComputeEngine) -> None:
+    """SIGKILL the engine's worker pools and everything they started."""
+    for pool in htex.pool_processes(engine):
+        try:
+            family = [*pool.children(recursive=True), pool]
+        except psutil.Error:
+            continue
+        for proc in family:
+            _signal(proc.pid, signal.SIGKILL, "worker pool")

@@ -32,25 +32,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.apps.containers import container_argv
+from orchestrator.apps.failures import FailureReason, parse_reason
 from orchestrator.apps.runtime import task_context
 
-# Failure reasons (``SimulationError.reason``, copied to ``Result.failure_info.reason``)
-BINARY_MISSING = "binary_missing"
-"""The code's program is not on PATH (or the site's command names a missing program)."""
-BAD_INPUT = "bad_input"
-"""The inputs were rejected before launching anything."""
-NONZERO_EXIT = "nonzero_exit"
-"""The code exited with a non-zero status and no more specific reason was recognised."""
-CODE_ERROR = "code_error"
-"""The code reported an error of its own (``[ERROR]``/``ERROR:`` lines, unknown basis...)."""
-NOT_CONVERGED = "not_converged"
-"""An SCF or optimisation did not converge (some codes still print an energy)."""
-OUTPUT_MISSING = "output_missing"
-"""An expected output file or line is absent."""
-OUTPUT_UNPARSABLE = "output_unparsable"
-"""Output is there but cannot be read as expected."""
-WALLTIME = "walltime"
+# Failure reasons (``SimulationError.reason``, copied to ``Result.failure_info.reason``);
+# their meanings are in ``orchestrator.apps.failures.FailureReason``
+BINARY_MISSING = FailureReason.BINARY_MISSING
+BAD_INPUT = FailureReason.BAD_INPUT
+NONZERO_EXIT = FailureReason.NONZERO_EXIT
+CODE_ERROR = FailureReason.CODE_ERROR
+NOT_CONVERGED = FailureReason.NOT_CONVERGED
+OUTPUT_MISSING = FailureReason.OUTPUT_MISSING
+OUTPUT_UNPARSABLE = FailureReason.OUTPUT_UNPARSABLE
+TIMEOUT = FailureReason.TIMEOUT
 """The run exceeded its wall time and its whole process group was killed."""
+WALLTIME = TIMEOUT
+"""The former name of :data:`TIMEOUT` (the reason was ``walltime``; it now reads ``timeout``,
+like a task orch itself stopped)."""
 
 REASONS = (
     BINARY_MISSING,
@@ -60,8 +58,9 @@ REASONS = (
     NOT_CONVERGED,
     OUTPUT_MISSING,
     OUTPUT_UNPARSABLE,
-    WALLTIME,
+    TIMEOUT,
 )
+"""The reasons a simulation wrapper raises :class:`SimulationError` with."""
 
 Keep = Literal["never", "failed", "always"]
 """When a run's working directory is kept: never, only when the run failed, or always."""
@@ -78,7 +77,9 @@ class SimulationError(Exception):
     """A simulation failed; ``reason`` says how (one of :data:`REASONS`).
 
     Attributes:
-        reason: Machine-readable failure class.
+        reason: Machine-readable failure class: a :class:`FailureReason` member (a string
+            given to the constructor is read with ``parse_reason``, so ``"walltime"`` is
+            :data:`TIMEOUT`; one orch does not know stays that string).
         code: Which code (``xtb``, ``nwchem``, ``cp2k``, ``lammps``).
         returncode: The process's exit status, when it ran.
         output_tail: The last lines of its output (stdout, then stderr).
@@ -87,7 +88,7 @@ class SimulationError(Exception):
 
     def __init__(
         self,
-        reason: str,
+        reason: FailureReason | str,
         message: str,
         *,
         code: str,
@@ -96,7 +97,7 @@ class SimulationError(Exception):
         workdir: str | None = None,
     ):
         super().__init__(message)
-        self.reason = reason
+        self.reason: FailureReason | str = parse_reason(reason) or str(reason)
         self.message = message
         self.code = code
         self.returncode = returncode
@@ -110,7 +111,7 @@ class SimulationError(Exception):
         return (
             _rebuild_error,
             (
-                self.reason,
+                str(self.reason),  # plain data: unpickled by whichever orch receives it
                 self.message,
                 self.code,
                 self.returncode,
@@ -174,7 +175,7 @@ class Run:
             parts.append("--- stderr ---\n" + tail(self.stderr, lines))
         return "\n".join(parts)
 
-    def failure(self, reason: str, message: str) -> SimulationError:
+    def failure(self, reason: FailureReason | str, message: str) -> SimulationError:
         """A ``SimulationError`` for this run, with its exit status and output tail."""
         return SimulationError(
             reason,
@@ -233,7 +234,7 @@ def run_code(
 
     Raises:
         SimulationError: ``binary_missing`` (the program is not found), ``bad_input`` (a
-            non-positive wall time or thread count), ``walltime`` (killed).
+            non-positive wall time or thread count), ``timeout`` (killed).
     """
     if walltime <= 0:
         raise bad_input(code, f"walltime must be > 0 seconds (got {walltime})")
@@ -275,7 +276,7 @@ def run_code(
                 code, argv, proc.returncode, out_path, err_path, workdir, started, output_files
             )
             raise run.failure(
-                WALLTIME, f"exceeded its wall time of {walltime:g} s; process group killed"
+                TIMEOUT, f"exceeded its wall time of {walltime:g} s; process group killed"
             ) from None
         except BaseException:
             _kill_group(proc)

@@ -19,7 +19,7 @@ basis/potential/file, input errors)
 other non-zero exit                        ``nonzero_exit``
 "SCF run NOT converged" (exit status 0)    ``not_converged``
 no final energy line / no forces file      ``output_missing``
-wall time exceeded                         ``walltime`` (process group killed)
+wall time exceeded                         ``timeout`` (process group killed)
 =========================================  ===================================================
 """
 

@@ -36,7 +36,7 @@ missing data file, no/two sources, ...
 atoms, bad data file...)                   last command
 other non-zero exit                        ``nonzero_exit``
 no ``ORCH_FINAL`` line / no thermo table   ``output_missing``
-wall time exceeded                         ``walltime`` (process group killed)
+wall time exceeded                         ``timeout`` (process group killed)
 =========================================  ===================================================
 """
 

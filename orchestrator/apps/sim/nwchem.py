@@ -22,7 +22,7 @@ condition                                      reason               how it is de
 bad settings: theory, basis/xc names, element  ``bad_input``        before launch (this module)
 without a basis, charge, multiplicity that
 the electron count cannot have, pbc
-run longer than ``walltime``                   ``walltime``         process group killed
+run longer than ``walltime``                   ``timeout``          process group killed
 SCF/DFT not converged in ``max_iterations``    ``not_converged``    ``Calculation failed to
                                                                     converge`` or the category
                                                                     ``...not reaching

@@ -15,7 +15,7 @@ condition                                     reason              how it is dete
 ============================================  ==================  ================================
 ``xtb`` (or the site's command) not found     ``binary_missing``  before launch (``run_code``)
 charge/multiplicity/settings/elements absurd  ``bad_input``       before launch (this module)
-run longer than ``walltime``                  ``walltime``        process group killed
+run longer than ``walltime``                  ``timeout``         process group killed
 SCC or geometry optimisation not converged    ``not_converged``   ``did not converge`` in the
                                                                   ``[ERROR]`` block (exit 1), or
                                                                   ``FAILED TO CONVERGE GEOMETRY

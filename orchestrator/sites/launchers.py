@@ -1,0 +1,41 @@
+"""Parsl launchers for local sites: start the worker pool through a command prefix.
+
+A local site's ``launcher`` (e.g. ``["ip", "netns", "exec", "far"]`` or ``["ssh", "node7"]``)
+is put in front of the worker pool's command line, so that the pool runs in another network
+namespace, on another host, or under any other wrapper, while the interchange stays beside
+orch.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from parsl.launchers import SingleNodeLauncher
+
+
+class PrefixLauncher(SingleNodeLauncher):
+    """Parsl's ``SingleNodeLauncher`` whose command runs behind an argv prefix.
+
+    Each word of ``prefix`` is shell-quoted (``shlex.quote``), so a word with spaces or shell
+    characters reaches the program as one argument; the worker pool's own command follows
+    unchanged. With an empty prefix it behaves exactly as ``SingleNodeLauncher``.
+
+    Args:
+        prefix: The words put before the worker pool's command, e.g.
+            ``["ip", "netns", "exec", "far"]``.
+        debug: Passed to ``SingleNodeLauncher`` (echo what the launch script does).
+        fail_on_any: Passed to ``SingleNodeLauncher``.
+    """
+
+    def __init__(self, prefix: Sequence[str], debug: bool = True, fail_on_any: bool = False):
+        super().__init__(debug=debug, fail_on_any=fail_on_any)
+        self.prefix = list(prefix)
+
+    def __call__(
+        self, command: str, tasks_per_node: int, nodes_per_block: int, script_dir: str = ""
+    ) -> str:
+        """The launch script: ``SingleNodeLauncher``'s, around ``<prefix> <command>``."""
+        if self.prefix:
+            command = f"{shlex.join(self.prefix)} {command}"
+        return super().__call__(command, tasks_per_node, nodes_per_block, script_dir)
