@@ -271,79 +271,53 @@ def open_session(
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     with lifeline(run_dir):  # every engine process ends with orch, kill -9 included
-        yield from _session(
-            site_configs,
-            methods,
-            topics,
-            run_dir,
-            extra_paths,
-            journal,
-            sites_dir,
-            notify,
-            site_wait,
-            faults,
-        )
-
-
-def _session(
-    site_configs: Sequence[SiteConfig],
-    methods: MethodRegistry,
-    topics: set[str],
-    run_dir: Path,
-    extra_paths: list[str] | None,
-    journal: Journal | None,
-    sites_dir: Path | None,
-    notify: Callable[[str], None] | None,
-    site_wait: float,
-    faults: FaultSpec | None,
-) -> Iterator[Session]:
-    needed = methods.kinds()
-    configs = [c for c in site_configs if c.kind in needed]
-    queues = Queues(topics)
-    sites: list[Site] = []
-    dispatcher: Dispatcher | None = None
-    check_kinds(methods, {c.kind for c in configs})
-    data = DataPlane({c.name: c.data for c in configs}, campaign=run_dir.name)
-    try:
-        sites, down = _start_sites(
-            configs, run_dir, extra_paths or [], data, needed, sites_dir, notify
-        )
-        dispatcher = Dispatcher(
-            sites,
-            methods,
-            queues.put_result,
-            run_dir,
-            data=data,
-            journal=journal,
-            site_wait=site_wait,
-        )
-        injector = FaultInjector(faults, dispatcher) if faults is not None else None
-        for site in sites:
-            if site.name in down:  # the dispatcher revives it when it answers
-                site.mark_down(down[site.name])
-        if journal is not None:
-            dispatcher.undelivered(journal.completed_results(skip=dispatcher.results.written))
-        queues.attach(dispatcher)
-        yield Session(
-            queues=queues,
-            dispatcher=dispatcher,
-            sites=sites,
-            run_dir=run_dir,
-            data=data,
-            journal=journal,
-            faults=injector,
-        )
-    finally:
-        if dispatcher is not None:
-            dispatcher.stop_accepting()
-        for site in sites:
-            site.shutdown()
-        if dispatcher is not None:
-            dispatcher.undelivered(queues.drain())
-            dispatcher.close()
-        elif journal is not None:
-            journal.close()
-        data.close()  # after the sites: a late task could re-create a store's directory
+        needed = methods.kinds()
+        configs = [c for c in site_configs if c.kind in needed]
+        queues = Queues(topics)
+        sites: list[Site] = []
+        dispatcher: Dispatcher | None = None
+        check_kinds(methods, {c.kind for c in configs})
+        data = DataPlane({c.name: c.data for c in configs}, campaign=run_dir.name)
+        try:
+            sites, down = _start_sites(
+                configs, run_dir, extra_paths or [], data, needed, sites_dir, notify
+            )
+            dispatcher = Dispatcher(
+                sites,
+                methods,
+                queues.put_result,
+                run_dir,
+                data=data,
+                journal=journal,
+                site_wait=site_wait,
+            )
+            injector = FaultInjector(faults, dispatcher) if faults is not None else None
+            for site in sites:
+                if site.name in down:  # the dispatcher revives it when it answers
+                    site.mark_down(down[site.name])
+            if journal is not None:
+                dispatcher.undelivered(journal.completed_results(skip=dispatcher.results.written))
+            queues.attach(dispatcher)
+            yield Session(
+                queues=queues,
+                dispatcher=dispatcher,
+                sites=sites,
+                run_dir=run_dir,
+                data=data,
+                journal=journal,
+                faults=injector,
+            )
+        finally:
+            if dispatcher is not None:
+                dispatcher.stop_accepting()
+            for site in sites:
+                site.shutdown()
+            if dispatcher is not None:
+                dispatcher.undelivered(queues.drain())
+                dispatcher.close()
+            elif journal is not None:
+                journal.close()
+            data.close()  # after the sites: a late task could re-create a store's directory
 
 
 @dataclass

@@ -36,6 +36,13 @@ def redis_server(workdir: Path) -> Iterator[int]:
         stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
+    with until_ready(proc):
+        yield port
+
+
+@contextmanager
+def until_ready(proc: subprocess.Popen) -> Iterator[None]:
+    """Wait for a started redis-server (text stdout) to accept connections; stop it on exit."""
     drain: threading.Thread | None = None
     try:
         assert proc.stdout is not None
@@ -49,7 +56,7 @@ def redis_server(workdir: Path) -> Iterator[int]:
         stdout = proc.stdout
         drain = threading.Thread(target=lambda: [None for _ in stdout], daemon=True)
         drain.start()  # keep the pipe from filling up
-        yield port
+        yield
     finally:
         proc.terminate()
         try:

@@ -423,7 +423,7 @@ def test_cut_link_moves_tasks_and_the_site_comes_back(far, tmp_path, record_prop
 @pytest.fixture
 def far_redis(far: FarHost, tmp_path: Path) -> Iterator[tuple[int, int]]:
     """redis-server in the namespace, on the far address; yields (port, pid)."""
-    from redis_server import REDIS_SERVER
+    from redis_server import REDIS_SERVER, until_ready
 
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not installed (scripts/setup installs it)")
@@ -434,31 +434,8 @@ def far_redis(far: FarHost, tmp_path: Path) -> Iterator[tuple[int, int]]:
     argv += ["--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]
     argv += ["--protected-mode", "no"]  # reached over the link; only this host can reach it
     proc = far.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    drain: threading.Thread | None = None
-    try:
-        assert proc.stdout is not None
-        seen: list[str] = []
-        for line in proc.stdout:
-            seen.append(line)
-            if "Ready to accept connections" in line:
-                break
-        else:
-            raise RuntimeError("redis-server exited early:\n" + "".join(seen[-20:]))
-        stdout = proc.stdout
-        drain = threading.Thread(target=lambda: [None for _ in stdout], daemon=True)
-        drain.start()
+    with until_ready(proc):
         yield port, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if drain is not None:
-            drain.join(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 @pytest.mark.slow
