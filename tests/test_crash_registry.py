@@ -154,6 +154,7 @@ def test_kill_9_then_resume_logs_each_training_once(tmp_path, monkeypatch):
                 assert first.poll() is None, f"orch ended first: {err_file.read_text()}"
                 assert time.monotonic() < deadline, "no training logged to MLflow in time"
                 time.sleep(0.05)  # polling interval
+            killed_at = (len(sims), len(trains))
             first.send_signal(signal.SIGKILL)  # the orch process only, as `kill -9 PID`
             first.wait(timeout=30)
         finally:
@@ -213,6 +214,12 @@ def test_kill_9_then_resume_logs_each_training_once(tmp_path, monkeypatch):
         assert_no_new_engine_processes(before, grace=5)
         _, alive = psutil.wait_procs(processes_using(tmp_path), timeout=5)
         assert not alive, f"processes of either run left over: {describe(alive, tmp_path)}"
+        print(
+            f"crash+resume: killed at {killed_at[0]} simulation(s) and {killed_at[1]} training(s) "
+            f"done; resumed: {sum(ok_keys.values())} simulation(s), max runs per input "
+            f"{max(ok_keys.values())}; {len(versions)} version(s) and {len(runs)} run(s) for "
+            f"{len(version_tasks)} training task(s); simulation share {share:.0%}"
+        )
     finally:  # whatever this test left, so that later tests start clean
         leftover = [p for p in engine_processes() if p.pid not in before]
         for proc in leftover + processes_using(tmp_path):
