@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,11 @@ ENGINE_MARKERS = (
 )
 TAG_ENV = "ORCH_CAMPAIGN_TAG"  # orchestrator.lifeline.TAG_ENV: set in every process orch starts
 
+
+# Tests press Ctrl-C on the processes they start. A shell starts a background job with SIGINT
+# ignored, and an ignored signal stays ignored across exec: take it back for our children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SESSION_TAG = "ORCH_TEST_SESSION"
 """Set in this session's environment: every process a test starts inherits it, orphans too."""

@@ -184,12 +184,17 @@ def test_ctrl_c_stops_every_process(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = run_dir / "results" / "simulate.jsonl"
     deadline = time.monotonic() + 120
-    while not (results.exists() and results.stat().st_size > 0):  # wait for work to flow
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no result within 120 s"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        while not (results.exists() and results.stat().st_size > 0):  # wait for work to flow
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no result within 120 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a failed stop must not leave a 100,000-task campaign running
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert results.read_text().strip()  # what was computed is kept

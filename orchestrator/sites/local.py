@@ -314,8 +314,8 @@ class LocalSite(Site):
                 return None
             if self._pool_seen or htex.connected_blocks(engine):
                 return (
-                    f"site '{self.name}': lost contact with its worker pool (no heartbeat for "
-                    f"{HEARTBEAT_THRESHOLD_S} s: the pool died or the network to it is cut)"
+                    f"site '{self.name}': its workers were lost (no heartbeat from its worker pool "
+                    f"for {HEARTBEAT_THRESHOLD_S} s: the pool died or the network to it is cut)"
                 )
         except htex.InterchangeStuck as exc:
             return f"site '{self.name}': {exc}"
