@@ -50,6 +50,11 @@ RECORD = "processes.json"
 TERM_GRACE_S = 3.0
 """Seconds a process gets to exit after SIGTERM before it is sent SIGKILL."""
 
+CLOCK_SLACK_S = 0.05
+"""How much earlier than the campaign's start a recorded process's start time may read (the
+kernel counts start times in clock ticks). Processes started before the campaign, e.g. a
+server a test started just before, are not the campaign's and are left alone."""
+
 _active: list[str] = []  # tags of the lifelines open in this process, outermost first
 
 
@@ -304,7 +309,7 @@ def recorded_processes(run_dir: Path, since: float = 0.0) -> list[psutil.Process
             pid, created = int(pid_text), float(created_text)
         except ValueError:
             continue
-        if pid != os.getpid() and created >= since - 1.0 and _alive(pid, created):
+        if pid != os.getpid() and created >= since - CLOCK_SLACK_S and _alive(pid, created):
             with contextlib.suppress(psutil.Error):
                 found.append(psutil.Process(pid))
     return found
