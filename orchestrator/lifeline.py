@@ -107,16 +107,21 @@ def reap(
     exclude: set[int] | None = None,
     run_dir: Path | None = None,
     since: float = 0.0,
+    renamed_only: bool = False,
 ) -> int:
     """End every process of the campaign ``tag``; returns how many there were.
 
     With ``run_dir``, the processes its :data:`PIDS` lists (started at ``since`` or later)
-    are ended too.
+    are ended too; with ``renamed_only``, only orch's own children whose environment cannot
+    show a tag (a ``setproctitle`` emptied it: an engine's interchange). While orch lives,
+    other untagged processes are not the campaign's: a program that hosts a campaign (a test)
+    starts its own servers, and their engines rename themselves too.
     """
     procs = tagged_processes(tag, exclude=exclude)
     if run_dir is not None:
         seen = {p.pid for p in procs} | set(exclude or ())
-        procs += [p for p in recorded_processes(run_dir, since) if p.pid not in seen]
+        recorded = [p for p in recorded_processes(run_dir, since) if p.pid not in seen]
+        procs += [p for p in recorded if not renamed_only or _renamed_child(p)]
     if not procs:
         return 0
     logger.info(
@@ -126,6 +131,14 @@ def reap(
         ", ".join(str(p.pid) for p in procs),
     )
     return end_processes(procs)
+
+
+def _renamed_child(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is this process's child and renamed itself (its environ reads empty)."""
+    try:
+        return proc.ppid() == os.getpid() and not proc.environ()
+    except psutil.Error:
+        return False
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:
@@ -231,6 +244,7 @@ def lifeline(run_dir: Path) -> Iterator[str]:
             exclude={watchdog.pid} if watchdog else None,
             run_dir=run_dir,
             since=record["started"],
+            renamed_only=True,
         )
         with contextlib.suppress(OSError):
             (run_dir / PIDS).unlink()
