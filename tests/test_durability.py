@@ -281,6 +281,11 @@ def test_local_site_restarts_its_engine_after_losing_workers(tmp_path):
         assert kill_site_workers(tmp_path, "r") >= 1
         lost = site.outcome(future)  # waits for the engine to notice
         assert not lost.ok and lost.failure["where"] == "site"
+        # Down by the engine's own report, or by the health check the dispatcher runs every
+        # second (the interchange drops the dead pool after 3 s without a heartbeat)
+        while not site.is_down and time.monotonic() < deadline:
+            site.health_check()
+            time.sleep(0.2)
         assert site.is_down and downs and "workers were lost" in downs[0]
         assert site.try_revive() is True and not site.is_down
         again = site.outcome(site.submit(step, (2, 2, str(tmp_path), 0.0), {}))
