@@ -294,6 +294,9 @@ def run_fault(
 
     # Nothing left running: the local site's workers are gone (the endpoint's stay, by design).
     ours = {p.pid for p in tagged_processes(endpoint.tag)}
+    for pid in list(ours):  # with what they started: the endpoint's interchange renames itself
+        with contextlib.suppress(psutil.Error):
+            ours.update(c.pid for c in psutil.Process(pid).children(recursive=True))
     left = [p for p in engine_processes() if p.pid not in before and p.pid not in ours]
     _, alive = psutil.wait_procs(left, timeout=15)
     alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
