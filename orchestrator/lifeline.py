@@ -134,9 +134,15 @@ def reap(
 
 
 def _renamed_child(proc: psutil.Process) -> bool:
-    """Whether ``proc`` is this process's child and renamed itself (its environ reads empty)."""
+    """Whether ``proc`` is an interchange of this process's engines.
+
+    That is a child of this process that renamed itself ``parsl: ...`` (which leaves its
+    environ empty). Other renamed children (a Globus Compute endpoint a test started, say)
+    are not the campaign's.
+    """
     try:
-        return proc.ppid() == os.getpid() and not proc.environ()
+        title = " ".join(proc.cmdline())
+        return proc.ppid() == os.getpid() and title.startswith("parsl:") and not proc.environ()
     except psutil.Error:
         return False
 
