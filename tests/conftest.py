@@ -51,19 +51,9 @@ def _started_here(proc: psutil.Process) -> bool:
             environ = member.environ()
             if environ.get(SESSION_TAG) == tag:
                 return True
-            if not environ and _BASETEMP and _uses(member, _BASETEMP):
-                return True  # renamed itself (setproctitle): known by the files it holds
         except psutil.Error:  # gone, or another user's
             continue
     return False
-
-
-_BASETEMP: list[str] = []  # this session's pytest base temporary directory, once known
-
-
-def _uses(proc: psutil.Process, folders: list[str]) -> bool:
-    """Whether ``proc`` holds a file open under one of ``folders``."""
-    return any(f.path.startswith(tuple(folders)) for f in proc.open_files())
 
 
 def _is_orch_process(proc: psutil.Process) -> bool:
@@ -117,9 +107,8 @@ def assert_no_new_engine_processes(before: set[int], grace: float = 15.0) -> Non
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_leftover_processes(tmp_path_factory):
+def no_leftover_processes():
     """The whole suite must leave no engine process behind."""
-    _BASETEMP.append(str(tmp_path_factory.getbasetemp()))
     before = {p.pid for p in engine_processes()}
     yield
     assert_no_new_engine_processes(before)
