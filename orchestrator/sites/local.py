@@ -376,9 +376,8 @@ class LocalSite(Site):
             pools = htex.pool_processes(engine)
             if not pools:
                 return None
-            for worker in htex.worker_processes(engine):
-                _signal(worker.pid, signal.SIGKILL, "worker")
-            return _signal(pools[0].pid, signal.SIGKILL, "worker pool")
+            _end_pools(engine)  # the same end as a dead engine's pool gets
+            return f"SIGKILL to the worker pool (pid {pools[0].pid}) and its workers"
         workers = htex.worker_processes(engine)
         if not workers:
             return None
