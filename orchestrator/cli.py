@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -283,9 +284,12 @@ def launch(
         fail(str(exc))
     except RegistryUnavailableError as exc:  # e.g. a wrong --tracking-uri
         fail(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from orchestrator.exceptions import Halted
+
+        how = f"halted by {exc.user} (orch halt)" if isinstance(exc, Halted) else "interrupted"
         err.print(
-            f"interrupted: sites stopped; results so far are in {run_dir / 'results'}; "
+            f"{how}: sites stopped; results so far are in {run_dir / 'results'}; "
             f"continue with: orch launch --resume {run_dir}",
             highlight=False,
             soft_wrap=True,
@@ -555,6 +559,166 @@ def ui(
         raise typer.Exit(0 if serving else 130) from None
     finally:
         server.stop()
+
+
+RunDirArgument = Annotated[
+    Path, typer.Argument(help="The campaign's run directory (the 'run dir:' orch launch printed).")
+]
+
+
+@app.command()
+def status(
+    run_dir: RunDirArgument,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh every second until the run ends.")
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the status as one JSON document.")
+    ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve", help="Serve a live dashboard on 127.0.0.1 (status, plots, controls)."
+        ),
+    ] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Dashboard port [default: a free one].")
+    ] = None,
+) -> None:
+    """Show a run's sites, methods, failures and control actions (while it runs or after).
+
+    Reads the run's journal read-only: it never slows the campaign down.
+    """
+    from orchestrator.observe.status import read_status, render
+
+    def load() -> dict[str, Any]:
+        try:
+            return read_status(run_dir.resolve())
+        except ConfigError as exc:
+            fail(str(exc))
+
+    current = load()
+    if serve:
+        from orchestrator.observe.dashboard import serve_dashboard
+
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            serve_dashboard(run_dir.resolve(), port=port, announce=_announce)
+        except ConfigError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            err.print("dashboard stopped", highlight=False)
+        return
+    if json_out:
+        import json
+
+        print(json.dumps(current, default=str))
+        return
+    if not watch:
+        out.print(render(current))
+        return
+    from rich.live import Live
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with Live(render(current), console=out, auto_refresh=False) as live:
+            while current["state"] == "running":
+                time.sleep(1.0)  # a refresh period, not a synchronization
+                current = load()
+                live.update(render(current), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def _announce(line: str) -> None:
+    out.print(line, highlight=False, soft_wrap=True)
+    out.file.flush()
+
+
+def _control(run_dir: Path, action: str, **fields: Any) -> None:
+    """Send a control request to the campaign running in ``run_dir``; print its answer."""
+    from orchestrator.control import ControlError, request
+
+    if not run_dir.is_dir():
+        fail(f"{run_dir}: no such directory; give the 'run dir:' that orch launch printed")
+    try:
+        reply = request(run_dir.resolve(), action, **fields)
+    except ControlError as exc:
+        fail(str(exc))
+    if not reply.ok:
+        fail(reply.message)
+    out.print(reply.message, highlight=False, soft_wrap=True)
+    for task_id, how in (reply.details.get("tasks") or {}).items():
+        out.print(f"  {task_id}: {how}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def cancel(
+    run_dir: RunDirArgument,
+    task_ids: Annotated[
+        list[str] | None, typer.Argument(help="Ids of the tasks to cancel.", show_default=False)
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", help="Cancel every unfinished task of this method.")
+    ] = None,
+) -> None:
+    """Cancel tasks of a running campaign: the thinker gets them back as failed (cancelled).
+
+    A task waiting in orch is removed; one running on a local site is stopped (its processes
+    end); on a Globus site its result is ignored and its slot freed.
+    """
+    if not task_ids and method is None:
+        fail("cancel: give task ids (from orch status or the results files) or --method NAME")
+    if task_ids and method is not None:
+        fail("cancel: give task ids or --method, not both")
+    _control(run_dir, "cancel", tasks=task_ids or [], method=method)
+
+
+SiteNameOption = Annotated[str, typer.Option("--site", help="The site's name.")]
+
+
+@app.command()
+def drain(run_dir: RunDirArgument, site: SiteNameOption) -> None:
+    """Send a site nothing new; its running tasks finish (undo with orch undrain)."""
+    _control(run_dir, "drain", site=site)
+
+
+@app.command()
+def undrain(run_dir: RunDirArgument, site: SiteNameOption) -> None:
+    """Let a drained site take tasks again."""
+    _control(run_dir, "undrain", site=site)
+
+
+@app.command()
+def halt(run_dir: RunDirArgument) -> None:
+    """Stop a running campaign gracefully, as Ctrl-C does; continue it with --resume."""
+    _control(run_dir, "halt")
+
+
+@app.command()
+def report(
+    run_dir: RunDirArgument,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write [default: RUN_DIR/report.html]."),
+    ] = None,
+    open_it: Annotated[
+        bool, typer.Option("--open", help="Open the report in a web browser.")
+    ] = False,
+) -> None:
+    """Write a self-contained HTML report of a run: timelines, utilization, latency, failures."""
+    from orchestrator.observe.report import write_report
+
+    try:
+        path = write_report(run_dir.resolve(), output.resolve() if output else None)
+    except ConfigError as exc:
+        fail(str(exc))
+    out.print(f"report: {path}", highlight=False, soft_wrap=True)
+    if open_it:
+        import webbrowser
+
+        if not webbrowser.open(path.as_uri()):
+            err.print(f"no web browser found here; open {path.as_uri()}", highlight=False)
 
 
 def main() -> None:

@@ -31,3 +31,15 @@ class UnknownMethodError(OrchError, ValueError):
 
 class SiteUnavailableError(OrchError):
     """A site cannot take or finish tasks (unreachable service, lost workers, shut down)."""
+
+
+class Halted(KeyboardInterrupt):
+    """``orch halt`` stopped the campaign: the graceful stop Ctrl-C does (resumable).
+
+    Attributes:
+        user: Who asked for the halt.
+    """
+
+    def __init__(self, user: str):
+        super().__init__(f"halted by {user} (orch halt)")
+        self.user = user

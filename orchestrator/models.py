@@ -21,6 +21,7 @@ from orchestrator.apps.failures import (
 
 __all__ = [
     "ALIASES",
+    "CANCELLED",
     "INTERRUPTED",
     "RETRIED_BY_DEFAULT",
     "SITE_FAILURE",
@@ -46,6 +47,9 @@ TIMEOUT = FailureReason.TIMEOUT
 
 INTERRUPTED = FailureReason.INTERRUPTED
 """``FailureInfo.reason`` of a task still running when the campaign was stopped."""
+
+CANCELLED = FailureReason.CANCELLED
+"""``FailureInfo.reason`` of a task the user cancelled (``orch cancel``); never retried."""
 
 
 def _with_defaults(model: type[BaseModel], values: dict[str, Any]) -> None:

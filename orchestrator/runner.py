@@ -11,7 +11,14 @@ A campaign class is a ``BaseThinker`` subclass with class attributes:
   then starts a tracking server in the run directory (or uses ``tracking_uri``) and passes a
   ``ModelRegistry`` as ``registry=``;
 
+- ``objective`` (optional): an :class:`~orchestrator.context.Objective`; the campaign then
+  reports values with ``context.record_objective`` and ``orch report`` plots them;
+
 and, optionally, ``summary(self) -> str`` for the line printed when it ends.
+
+While the campaign runs, orch writes a live snapshot to the journal every second (``orch
+status``) and serves control requests on ``RUN_DIR/control.sock`` (``orch cancel``, ``drain``,
+``undrain``, ``halt``).
 """
 
 from __future__ import annotations
@@ -36,13 +43,16 @@ from orchestrator.campaigns import BUILTIN_CAMPAIGNS
 from orchestrator.config.faults import FaultSpec
 from orchestrator.config.sites import SiteConfig
 from orchestrator.containers import preflight
+from orchestrator.context import CampaignContext, Objective
+from orchestrator.control import ControlServer, Reply
 from orchestrator.data import DataPlane
 from orchestrator.dispatch import Dispatcher, MethodRegistry
 from orchestrator.dispatch.chaos import FaultInjector
 from orchestrator.dispatch.dispatcher import SITE_WAIT, check_kinds
 from orchestrator.dispatch.journal import Journal
-from orchestrator.exceptions import CampaignError, ConfigError
+from orchestrator.exceptions import CampaignError, ConfigError, Halted
 from orchestrator.lifeline import lifeline
+from orchestrator.observe.live import LiveRecorder
 from orchestrator.queues import Queues
 from orchestrator.sites import make_site
 from orchestrator.sites.base import Site
@@ -338,8 +348,13 @@ def build_thinker(
     options: BaseModel | None,
     run_dir: Path,
     registry: Any = None,
+    context: CampaignContext | None = None,
 ) -> BaseThinker:
-    """Construct the thinker, passing ``options``, ``run_dir`` and ``registry`` where taken."""
+    """Construct the thinker with what its constructor takes of orch's facts.
+
+    ``options``, ``run_dir``, ``registry`` and ``context`` are passed where its constructor
+    takes them; :attr:`BaseThinker.context` is set in any case.
+    """
     params = inspect.signature(cls.__init__).parameters
     kwargs: dict[str, Any] = {}
     if options is not None:
@@ -348,7 +363,55 @@ def build_thinker(
         kwargs["run_dir"] = run_dir
     if registry is not None and "registry" in params:
         kwargs["registry"] = registry
-    return cls(queues, **kwargs)
+    if context is not None and "context" in params:
+        kwargs["context"] = context
+    thinker = cls(queues, **kwargs)
+    if context is not None:
+        thinker.context = context
+    return thinker
+
+
+def control_handler(session: Session, halt: threading.Event, halted_by: list[str]) -> Any:
+    """The handler of a campaign's control socket: acts on the dispatcher, journals it."""
+    dispatcher, journal = session.dispatcher, session.journal
+
+    def handle(request: dict[str, Any], user: str) -> Reply:
+        action = str(request["action"])
+        if action == "ping":
+            return Reply(True, "running")
+        if action == "cancel":
+            tasks = [str(t) for t in request.get("tasks") or []]
+            method = request.get("method")
+            if method is not None and method not in {m.name for m in dispatcher.methods}:
+                known = ", ".join(m.name for m in dispatcher.methods)
+                return Reply(False, f"--method {method}: no such method; methods: {known}")
+            if not tasks and method is None:
+                return Reply(False, "cancel: give task ids or --method NAME")
+            found = dispatcher.cancel(tasks, method=method)
+            cancelled = sum(1 for how in found.values() if how.startswith("cancelled"))
+            target = f"method {method}" if method is not None else " ".join(tasks)
+            message = f"{cancelled} task(s) cancelled"
+            reply = Reply(cancelled > 0 or method is not None, message, {"tasks": found})
+        elif action in ("drain", "undrain"):
+            target = str(request.get("site"))
+            try:
+                message = dispatcher.drain(target, drained=action == "drain")
+            except KeyError as exc:
+                return Reply(False, f"--site {target}: {exc.args[0]}")
+            reply = Reply(True, message)
+        else:  # halt
+            target = ""
+            if halt.is_set():
+                return Reply(True, "already halting")
+            halted_by.append(user)
+            halt.set()
+            message = "halting: running tasks get the grace period, then the run stops"
+            reply = Reply(True, message)
+        if journal is not None:
+            journal.control(action, target, user, message)
+        return reply
+
+    return handle
 
 
 @contextlib.contextmanager
@@ -446,21 +509,60 @@ def run_campaign(
         ) as session,
     ):
         registry = get_registry()
+        context = CampaignContext(run_dir, options, session.dispatcher, journal, registry)
+        objective = getattr(cls, "objective", None)
+        journal.set_meta(
+            {
+                "started": time.time(),
+                "site_info": [
+                    {
+                        "name": site.name,
+                        "kind": site.kind,
+                        "backend": site.config.backend,
+                        "capacity": site.capacity,
+                    }
+                    for site in session.sites
+                ],
+                "objective": (
+                    {"name": objective.name, "goal": objective.goal}
+                    if isinstance(objective, Objective)
+                    else None
+                ),
+            }
+        )
+        live = LiveRecorder(session.dispatcher, journal, context.progress).start()
+        halt = threading.Event()
+        halted_by: list[str] = []
+        control = ControlServer(
+            run_dir,
+            control_handler(session, halt, halted_by),
+            on_refused=lambda user, action: journal.control(
+                action, "", user, "refused: not the run's owner"
+            ),
+        )
+        state = "failed"
         try:
-            thinker = build_thinker(cls, session.queues, options, run_dir, registry)
-        except Exception as exc:
-            logger.exception("constructing %s failed", cls.__name__)
-            raise CampaignError(
-                f"campaign {cls.__name__}: its constructor raised {type(exc).__name__}: {exc}"
-            ) from exc
-        display = on_session(session) if on_session else contextlib.nullcontext()
-        with display:
+            control.start()
             try:
-                _run_interruptibly(thinker)
-            except KeyboardInterrupt:
-                thinker.done.set()
-                _stop_gracefully(session.dispatcher, grace, _tell(notify))
-                raise
+                thinker = build_thinker(cls, session.queues, options, run_dir, registry, context)
+            except Exception as exc:
+                logger.exception("constructing %s failed", cls.__name__)
+                raise CampaignError(
+                    f"campaign {cls.__name__}: its constructor raised {type(exc).__name__}: {exc}"
+                ) from exc
+            display = on_session(session) if on_session else contextlib.nullcontext()
+            with display:
+                try:
+                    _run_interruptibly(thinker, halt, halted_by)
+                except KeyboardInterrupt as exc:
+                    state = "halted" if isinstance(exc, Halted) else "interrupted"
+                    thinker.done.set()
+                    _stop_gracefully(session.dispatcher, grace, _tell(notify))
+                    raise
+            state = "ended"
+        finally:
+            control.stop()
+            live.stop(state)
         per_site = {
             name: {"done": s.done, "failed": s.failed, "moved": s.moved, "in_flight": s.in_flight}
             for name, s in session.dispatcher.stats.items()
@@ -514,9 +616,17 @@ def _stop_gracefully(dispatcher: Dispatcher, grace: float, notify: Callable[[str
             notify(f"{len(stopped)} task(s) interrupted; `orch launch --resume` runs them again")
 
 
-def _run_interruptibly(thinker: BaseThinker) -> None:
-    """Run the thinker in a thread so the main thread stays responsive to Ctrl-C."""
+def _run_interruptibly(
+    thinker: BaseThinker, halt: threading.Event | None = None, halted_by: Sequence[str] = ()
+) -> None:
+    """Run the thinker in a thread so the main thread stays responsive to Ctrl-C and halt.
+
+    Raises:
+        Halted: ``halt`` was set (``orch halt``).
+    """
     runner = threading.Thread(target=thinker.run, name="orch-thinker", daemon=True)
     runner.start()
     while runner.is_alive():
-        runner.join(timeout=0.2)
+        if halt is not None and halt.wait(0.2):
+            raise Halted(halted_by[0] if halted_by else "?")
+        runner.join(timeout=0 if halt is not None else 0.2)

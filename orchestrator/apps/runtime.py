@@ -17,12 +17,20 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from orchestrator.apps.failures import FailureReason, failure_record, parse_reason
 
 TRACEBACK_TAIL = 4000
 """Characters of a failing task's traceback that are sent back."""
+
+TASK_ID_KEY = "_orch_task_id"
+"""Keyword a local site adds to a task's call (removed before ``fn`` runs): orch's task id,
+which names the task's files in the site's control folder (``context['control_dir']``)."""
+
+CANCEL_SIGNAL = signal.SIGUSR2
+"""The signal orch sends a worker to stop the task it runs (``orch cancel``)."""
 
 _CONTEXT: ContextVar[Mapping[str, Any] | None] = ContextVar("orch_task_context", default=None)
 
@@ -40,6 +48,79 @@ class TaskTimeout(Exception):
     def __init__(self, walltime: float):
         super().__init__(f"the task ran past its wall time of {walltime:g} s and was stopped")
         self.details = {"walltime": walltime}
+
+
+class TaskCancelled(Exception):
+    """The user cancelled the task (``orch cancel``) (``FailureInfo.reason == 'cancelled'``)."""
+
+    reason = FailureReason.CANCELLED
+
+
+def control_files(control_dir: str | Path, task_id: str) -> tuple[Path, Path]:
+    """``(running, cancel)``: the file naming the worker that runs a task, and its cancel flag."""
+    folder = Path(control_dir)
+    return folder / f"{task_id}.running", folder / f"{task_id}.cancel"
+
+
+_cancel_flag: Path | None = None  # the running task's cancel flag (this process)
+_cancel_handler_installed = False
+
+
+def _on_cancel_signal(signum: int, frame: Any) -> None:
+    flag = _cancel_flag
+    if flag is not None and flag.exists():
+        raise TaskCancelled("cancelled by the user while running; its processes were ended")
+
+
+@contextmanager
+def _cancellable(task_id: str | None, control_dir: str | None) -> Iterator[None]:
+    """Let orch stop this task: it writes the cancel flag, then sends :data:`CANCEL_SIGNAL`.
+
+    While the task runs, ``<task>.running`` holds this worker's pid; the signal raises
+    :class:`TaskCancelled` only when the running task's own flag is there, so a late signal
+    cannot stop the next task (the handler stays installed between tasks: the default action
+    would end the worker). A task whose flag is there before it starts does not run.
+    """
+    global _cancel_flag, _cancel_handler_installed
+    if not task_id or not control_dir:
+        yield
+        return
+    running, flag = control_files(control_dir, task_id)
+    if flag.exists():
+        raise TaskCancelled("cancelled before it started on a worker")
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only: orch's own deadline covers this task
+        return
+    if not _cancel_handler_installed:
+        signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
+        _cancel_handler_installed = True
+    _cancel_flag = flag
+    try:
+        running.parent.mkdir(parents=True, exist_ok=True)
+        running.write_text(str(os.getpid()))
+    except OSError:  # no control folder here: the task runs, and cannot be stopped early
+        pass
+    try:
+        yield
+    finally:
+        _cancel_flag = None
+        with contextlib.suppress(OSError):
+            running.unlink()
+
+
+def _end_children() -> None:
+    """End what a cancelled task started and left running (this worker's child processes)."""
+    try:
+        import psutil
+
+        children = psutil.Process().children(recursive=True)
+    except Exception:  # noqa: BLE001 - nothing to end, or psutil missing
+        return
+    for child in children:
+        with contextlib.suppress(Exception):
+            child.kill()
+    with contextlib.suppress(Exception):
+        psutil.wait_procs(children, timeout=5)
 
 
 @contextmanager
@@ -71,6 +152,7 @@ def run_task(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     context: Mapping[str, Any] | None = None,
+    task_id: str | None = None,
 ) -> dict:
     """Call ``fn(*args, **kwargs)`` and describe what happened.
 
@@ -79,7 +161,9 @@ def run_task(
         args: Positional arguments.
         kwargs: Keyword arguments.
         context: Site-specific settings visible to ``fn`` through :func:`task_context`;
-            ``walltime`` (seconds) there stops the call with :class:`TaskTimeout`.
+            ``walltime`` (seconds) there stops the call with :class:`TaskTimeout`;
+            ``control_dir`` there (with ``task_id``) lets orch cancel it.
+        task_id: Orch's id of the task (local sites), for cancelling it.
 
     Returns:
         A dict with ``ok``, ``value`` (when ok), ``failure`` (when not ok: a
@@ -103,13 +187,18 @@ def run_task(
             from orchestrator.apps.proxies import resolve_arguments
 
             args, kwargs = resolve_arguments(args, kwargs)
-        with _walltime((context or {}).get("walltime")):
+        with (
+            _cancellable(task_id, (context or {}).get("control_dir")),
+            _walltime((context or {}).get("walltime")),
+        ):
             value = fn(*args, **kwargs)
         if context and context.get("data"):
             from orchestrator.apps.proxies import maybe_proxy_result
 
             value = maybe_proxy_result(value, context)
     except BaseException as exc:  # noqa: BLE001 - any task failure becomes a failed result
+        if isinstance(exc, TaskCancelled):
+            _end_children()
         if "proxystore" in sys.modules:
             from orchestrator.apps.proxies import is_resolve_error, resolve_failure
 
@@ -161,4 +250,5 @@ class TaskWrapper:
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict:
         """Run the wrapped function on this worker and describe the outcome."""
-        return run_task(self.fn, args, kwargs, self.context)
+        task_id = kwargs.pop(TASK_ID_KEY, None)
+        return run_task(self.fn, args, kwargs, self.context, task_id=task_id)

@@ -22,6 +22,7 @@ from orchestrator.dispatch.methods import MethodRegistry
 from orchestrator.dispatch.results import ResultsWriter
 from orchestrator.exceptions import ConfigError, SiteUnavailableError
 from orchestrator.models import (
+    CANCELLED,
     SITE_FAILURE,
     TIMEOUT,
     FailureInfo,
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from orchestrator.data import DataPlane
 
 logger = logging.getLogger(__name__)
+
+CapacityListener = Callable[[str, int], None]
+"""``listener(kind, capacity)``: the workers of ``kind`` that can take tasks changed."""
 
 StateListener = Callable[[str, Task, "Site | None"], None]
 """``listener(state, task, site)``; states: submitted, replayed, waiting, sent, done, failed,
@@ -71,6 +75,7 @@ class SiteStats:
     failed: int = 0
     moved: int = 0
     down: str | None = None
+    drained: bool = False
 
     @property
     def running(self) -> int:
@@ -164,6 +169,11 @@ class Dispatcher:
             s.name: SiteStats(kind=s.kind, capacity=s.capacity) for s in self.sites
         }
         self.listeners: list[StateListener] = []
+        self.capacity_listeners: list[CapacityListener] = []
+        """Called with ``(kind, workers)`` when the workers of a kind that take tasks change
+        (a site went down, came back, was drained or undrained)."""
+        self._drained: set[str] = set()
+        self._capacity: dict[str, int] = {}
         self.results = ResultsWriter(run_dir / "results")
         self._closed = False
         self._idle = threading.Condition(self._lock)
@@ -174,6 +184,7 @@ class Dispatcher:
         self.lost_tasks = 0
         """Tasks found lost at a site (their result never came) and failed by orch."""
         self._monitor_interval = monitor_interval
+        self._capacity = {kind: self.capacity(kind) for kind in self._by_kind}
         self._monitor = threading.Thread(target=self._watch, name="orch-monitor", daemon=True)
         self._monitor.start()
 
@@ -236,7 +247,7 @@ class Dispatcher:
         best: Site | None = None
         best_key: tuple[bool, float, int] | None = None
         for site in self._by_kind[kind]:
-            if site.is_down:
+            if site.is_down or site.name in self._drained:
                 continue
             used = self._slots[site.name]
             if used + slots > site.config.in_flight_limit and used > 0:
@@ -295,7 +306,9 @@ class Dispatcher:
                 )
             task.sent = time.time()
             self._change("sent", task, site)
-            future = site.submit(method.function, args, kwargs, walltime=task.walltime)
+            future = site.submit(
+                method.function, args, kwargs, walltime=task.walltime, task_id=task.task_id
+            )
         except SiteUnavailableError as exc:
             if self._claim(attempt):
                 self._release(site, task)
@@ -415,16 +428,35 @@ class Dispatcher:
     def _finish(
         self, task: Task, site: Site | None, outcome: Outcome, returned: float | None = None
     ) -> None:
+        failure = outcome.failure or {}
+        reason = failure.get("reason")
         if site is not None:
             stats = self.stats[site.name]
             if outcome.ok:
                 stats.done += 1
             else:
                 stats.failed += 1
-        if not outcome.ok and task.retries < task.max_retries and not self._closed:
+            if self.journal is not None and task.attempt > 0:
+                lines = str(failure.get("message", "")).strip().splitlines()
+                self.journal.attempt(
+                    task.task_id,
+                    task.attempt,
+                    task.method,
+                    site.name,
+                    (task.sent, outcome.started, outcome.finished, returned or time.time()),
+                    outcome.ok,
+                    host=outcome.host,
+                    pid=outcome.pid,
+                    reason=None if outcome.ok else str(reason or failure.get("exception_type")),
+                    message=lines[-1][:300] if lines else None,
+                )
+        if (
+            not outcome.ok
+            and reason != CANCELLED
+            and task.retries < task.max_retries
+            and not self._closed
+        ):
             method = self.methods.get(task.method)
-            failure = outcome.failure or {}
-            reason = failure.get("reason")
             if method.should_retry(reason):
                 task.retries += 1
                 message = str(failure.get("message", "")).strip().splitlines()
@@ -491,6 +523,8 @@ class Dispatcher:
     def received(self, result: Result) -> None:
         """Record that the thinker took ``result``; append it to its topic's JSONL file."""
         result.timestamps.received = time.time()
+        if self.journal is not None:
+            self.journal.event(result.task_id, "received", result.site)
         if self.listeners:
             self._change("received", _task_of(result))
         self.results.write(result)
@@ -510,6 +544,7 @@ class Dispatcher:
         with self._lock:
             if all(s.is_down for s in self._by_kind[site.kind]):
                 self._all_down_since.setdefault(site.kind, time.monotonic())
+        self._capacity_changed(site.kind)
         if self._down_retry is not None:
             self._after(self._down_retry, self._try_revive, site, self._down_retry)
 
@@ -528,10 +563,151 @@ class Dispatcher:
             self.stats[site.name].down = None
             if self.journal is not None:
                 self.journal.event("-", "site_up", site.name)
+            self._capacity_changed(site.kind)
             self._drain_backlog(site.kind)
             return
         wait = min(DOWN_RETRY_MAX, waited * 2)
         self._after(wait, self._try_revive, site, wait)
+
+    # -- capacity, drain, cancel -------------------------------------------------------------
+
+    def capacity(self, kind: str) -> int:
+        """Workers of ``kind`` that can take tasks now: sites up and not drained."""
+        return sum(
+            site.capacity
+            for site in self._by_kind.get(kind, ())
+            if not site.is_down and site.name not in self._drained
+        )
+
+    def _capacity_changed(self, kind: str) -> None:
+        now = self.capacity(kind)
+        with self._lock:
+            if self._capacity.get(kind) == now:
+                return
+            self._capacity[kind] = now
+        for listener in self.capacity_listeners:
+            try:
+                listener(kind, now)
+            except Exception:  # noqa: BLE001 - an observer must never break dispatch
+                logger.exception("capacity listener failed for %s", kind)
+
+    def site(self, name: str) -> Site:
+        """The site called ``name``.
+
+        Raises:
+            KeyError: no such site (the message lists the sites).
+        """
+        for site in self.sites:
+            if site.name == name:
+                return site
+        raise KeyError(f"no site {name!r}; sites: {', '.join(s.name for s in self.sites)}")
+
+    def drain(self, name: str, drained: bool = True) -> str:
+        """Send site ``name`` nothing new (``drained=False``: take tasks again).
+
+        Tasks already sent there finish; those waiting go to other sites of its kind, or
+        wait for one. Returns what changed, in words.
+
+        Raises:
+            KeyError: no such site.
+        """
+        site = self.site(name)
+        with self._lock:
+            was = name in self._drained
+            if drained:
+                self._drained.add(name)
+            else:
+                self._drained.discard(name)
+        self.stats[name].drained = drained
+        if was == drained:
+            return f"site {name} was already {'drained' if drained else 'taking tasks'}"
+        if self.journal is not None:
+            self.journal.event("-", "drained" if drained else "undrained", name)
+        self._capacity_changed(site.kind)
+        if not drained:
+            self._drain_backlog(site.kind)
+            return f"site {name} takes tasks again"
+        running = self.stats[name].in_flight
+        return f"site {name} drained: nothing new is sent there; {running} task(s) there finish"
+
+    def cancel(self, task_ids: Iterable[str] = (), method: str | None = None) -> dict[str, str]:
+        """Cancel tasks by id, or every unfinished task of ``method``.
+
+        A task waiting in orch (for a slot, or for its retry) is removed; one sent to a site
+        is told to stop there (``Site.cancel``: a local site kills its process group) and its
+        slot is freed at once. Either way the thinker receives a failed result with reason
+        ``cancelled``, and the task is not retried.
+
+        Returns:
+            ``{task id: what happened}``; ids that are not running, waiting or due for a
+            retry map to a line that says so.
+        """
+        wanted = set(task_ids)
+        found: dict[str, str] = {}
+        sent: list[tuple[tuple[str, int], Task, Site]] = []
+        held: list[Task] = []
+        with self._lock:
+            for attempt, (task, site) in list(self._attempts.items()):
+                if task.task_id in wanted or (method is not None and task.method == method):
+                    sent.append((attempt, task, site))
+            for kind, backlog in self._backlog.items():
+                keep: deque[Task] = deque()
+                for task in backlog:
+                    if task.task_id in wanted or (method is not None and task.method == method):
+                        held.append(task)
+                        self._held_at.pop(task.task_id, None)
+                    else:
+                        keep.append(task)
+                self._backlog[kind] = keep
+            for task_id, task in list(self._delayed.items()):
+                if task_id in wanted or (method is not None and task.method == method):
+                    held.append(task)
+                    del self._delayed[task_id]
+        for attempt, task, site in sent:
+            if self._claim(attempt) is None:
+                continue  # its result came meanwhile
+            try:
+                how = site.cancel(task.task_id)
+            except Exception as exc:  # noqa: BLE001 - the result is cancelled all the same
+                how = f"stopping it at the site failed ({type(exc).__name__}: {exc})"
+            self._release(site, task)
+            found[task.task_id] = f"cancelled on {site.name}: {how}"
+            self._finish(task, site, _cancelled(f"cancelled while on site {site.name}: {how}"))
+        for task in held:
+            found[task.task_id] = "cancelled before it was sent to a site"
+            self._finish(task, None, _cancelled("cancelled while waiting in orch"))
+        for task_id in wanted - set(found):
+            found[task_id] = "not running or waiting (finished, unknown, or already cancelled)"
+        return found
+
+    def snapshot(self) -> dict[str, object]:
+        """The live state ``orch status`` shows: per site and per kind (plain data)."""
+        sites = {}
+        for site in self.sites:
+            stats = self.stats[site.name]
+            sites[site.name] = {
+                "kind": site.kind,
+                "backend": site.config.backend,
+                "capacity": site.capacity,
+                "in_flight": stats.in_flight,
+                "running": stats.running,
+                "queued": stats.queued,
+                "done": stats.done,
+                "failed": stats.failed,
+                "moved": stats.moved,
+                "down": site.down_reason,
+                "drained": site.name in self._drained,
+            }
+        with self._lock:
+            waiting = {kind: len(backlog) for kind, backlog in self._backlog.items()}
+            delayed = len(self._delayed)
+        return {
+            "sites": sites,
+            "waiting": waiting,
+            "delayed": delayed,
+            "capacity": {kind: self.capacity(kind) for kind in self._by_kind},
+            "lost_tasks": self.lost_tasks,
+        }
 
     # -- watching the sites -----------------------------------------------------------------
 
@@ -680,8 +856,12 @@ class Dispatcher:
             self.journal.close()
 
 
-_JOURNALED = frozenset({"waiting", "sent", "retried", "interrupted"})
+_JOURNALED = frozenset({"waiting", "sent", "retried", "interrupted", "replayed"})
 """States journaled as plain events (created and final results have their own records)."""
+
+
+def _cancelled(message: str) -> Outcome:
+    return Outcome.site_failure("TaskCancelled", message, reason=CANCELLED)
 
 
 def _task_of(result: Result) -> Task:

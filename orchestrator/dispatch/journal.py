@@ -70,7 +70,48 @@ CREATE TABLE IF NOT EXISTS results (
     finished REAL NOT NULL,
     result BLOB
 );
+CREATE TABLE IF NOT EXISTS attempts (
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    site TEXT NOT NULL,
+    host TEXT,
+    pid INTEGER,
+    sent REAL,
+    started REAL,
+    ended REAL,
+    returned REAL,
+    ok INTEGER NOT NULL,
+    reason TEXT,
+    message TEXT,
+    PRIMARY KEY (task_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS control (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    user TEXT,
+    outcome TEXT
+);
+CREATE TABLE IF NOT EXISTS objective (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    task_id TEXT,
+    value REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_state ON events (state);
 """
+
+_RESULT_COLUMNS = {
+    "site": "TEXT",
+    "reason": "TEXT",
+    "message": "TEXT",
+    "started": "REAL",
+    "ended": "REAL",
+    "retries": "INTEGER",
+}
+"""Columns of ``results`` that journals written before them lack (added on open)."""
 
 
 def input_key(method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
@@ -134,6 +175,10 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+            for column, kind in _RESULT_COLUMNS.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
         except sqlite3.Error as exc:
             raise ConfigError(
                 f"journal {self.path}: cannot open ({exc}); check that the run directory is "
@@ -248,10 +293,15 @@ class Journal:
             memo = False
         blob = _dump_result(result) if memo else None
         state = "done" if result.success else "failed"
+        message = None
+        if info is not None:
+            lines = str(info.message or "").strip().splitlines()
+            message = lines[-1][:300] if lines else None
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO results (task_id, input_key, method, topic, success, "
-                "memo, finished, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "memo, finished, result, site, reason, message, started, ended, retries) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     result.task_id,
                     key,
@@ -261,10 +311,84 @@ class Journal:
                     int(blob is not None),
                     time.time(),
                     blob,
+                    result.site,
+                    (info.reason or info.exception_type) if info is not None else None,
+                    message,
+                    result.timestamps.started,
+                    result.timestamps.finished,
+                    result.retries,
                 ),
             )
         detail = (info.reason or info.exception_type) if info is not None else ""
         self.event(result.task_id, state, result.site, detail)
+
+    def attempt(
+        self,
+        task_id: str,
+        attempt: int,
+        method: str,
+        site: str,
+        times: tuple[float | None, float | None, float | None, float | None],
+        ok: bool,
+        host: str | None = None,
+        pid: int | None = None,
+        reason: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Journal one finished attempt of a task on a site (queued, like :meth:`event`).
+
+        ``times`` are ``(sent, started, ended, returned)``: sent by orch, started and ended on
+        the worker, returned to orch. The report draws the workers' timelines from these.
+        """
+        sent, started, ended, returned = times
+        self._queue(
+            (
+                "INSERT OR REPLACE INTO attempts (task_id, attempt, method, site, host, pid, "
+                "sent, started, ended, returned, ok, reason, message) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task_id,
+                    attempt,
+                    method,
+                    site,
+                    host,
+                    pid,
+                    sent,
+                    started,
+                    ended,
+                    returned,
+                    int(ok),
+                    reason,
+                    message,
+                ),
+            )
+        )
+
+    def control(self, action: str, target: str, user: str, outcome: str) -> None:
+        """Journal a control action (cancel, drain, undrain, halt) and what it did, now."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO control (time, action, target, user, outcome) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), action, target, user, outcome),
+            )
+
+    def objective(self, value: float, task_id: str | None) -> None:
+        """Journal one value of the campaign's objective (queued, like :meth:`event`)."""
+        self._queue(
+            (
+                "INSERT INTO objective (time, task_id, value) VALUES (?, ?, ?)",
+                (time.time(), task_id, float(value)),
+            )
+        )
+
+    def live(self, snapshot: Mapping[str, Any]) -> None:
+        """Replace the live snapshot (``meta['live']``) that ``orch status`` reads (queued)."""
+        self._queue(
+            (
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('live', ?)",
+                (json.dumps(snapshot, default=str),),
+            )
+        )
 
     # -- reading back -----------------------------------------------------------------------
 

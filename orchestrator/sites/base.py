@@ -193,6 +193,15 @@ class Site(ABC):
         """
         return None
 
+    def cancel(self, task_id: str) -> str:
+        """Stop task ``task_id`` (sent with :meth:`submit`) at the site, if the site can.
+
+        The dispatcher has already given up on the task's result and freed its slot; this
+        only stops the work. Returns what was done, in words. The default (a remote service
+        with no remote cancel, like Globus Compute) ignores the result when it comes.
+        """
+        return "the site has no remote cancel: its result will be ignored"
+
     def check(self) -> str | None:
         """Pre-flight: ``None`` when the site can take tasks, else the one-line reason.
 
@@ -211,11 +220,13 @@ class Site(ABC):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         walltime: float | None = None,
+        task_id: str | None = None,
     ) -> Future[Any]:
         """Send one call of ``fn`` (wrapped by ``run_task``) to the site.
 
         ``walltime`` (seconds), when given, is enforced on the worker: the call is stopped
-        and reported as a failure with reason ``timeout``.
+        and reported as a failure with reason ``timeout``. ``task_id`` is orch's id of the
+        task, which :meth:`cancel` names it by.
         """
 
     @abstractmethod

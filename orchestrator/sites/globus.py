@@ -397,8 +397,12 @@ class GlobusSite(Site):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         walltime: float | None = None,
+        task_id: str | None = None,
     ) -> Future[Any]:
         """Send ``run_task(fn, args, kwargs)`` to the endpoint.
+
+        ``task_id`` is not sent: the service has no remote cancel, so :meth:`cancel` (the
+        default) only lets the dispatcher ignore the result.
 
         Returns:
             The SDK's ``ComputeFuture`` (or, for an input that cannot be sent at all, an

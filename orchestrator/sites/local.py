@@ -28,7 +28,7 @@ from globus_compute_endpoint.engines.base import GCFuture
 from globus_compute_sdk.serialize import ComputeSerializer
 from parsl.providers import LocalProvider
 
-from orchestrator.apps.runtime import TaskWrapper
+from orchestrator.apps.runtime import CANCEL_SIGNAL, TASK_ID_KEY, TaskWrapper, control_files
 from orchestrator.config.sites import SiteConfig
 from orchestrator.containers.plan import plan_for
 from orchestrator.exceptions import SiteUnavailableError
@@ -54,6 +54,10 @@ ENGINE_STOP_S = 30.0
 
 REVIVE_CONNECT_S = 30.0
 """Seconds a restarted engine waits for its worker pool; without one the site stays down."""
+
+CANCEL_KILL_S = 10.0
+"""Seconds a cancelled task's worker has to stop it (on :data:`CANCEL_SIGNAL`) before orch
+kills the worker and what it started (the pool starts a new worker)."""
 
 FAULTS = ("kill_worker", "kill_pool", "kill_interchange", "stall_worker", "drop_result")
 """Faults :meth:`LocalSite.inject` can cause (``orch launch --inject-faults``)."""
@@ -146,6 +150,9 @@ class LocalSite(Site):
         """How the site's tasks run in its image (None: no ``container:``)."""
         if self.container_plan is not None and self.container_plan.mode == "exec":
             self.task_context["container"] = self.container_plan.exec_spec()
+        self.control_dir = self.working_dir / "control"
+        """Where workers name the task they run and orch flags tasks to cancel."""
+        self.task_context["control_dir"] = str(self.control_dir)
 
     def _worker_init(self) -> str:
         lines = []
@@ -211,8 +218,12 @@ class LocalSite(Site):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         walltime: float | None = None,
+        task_id: str | None = None,
     ) -> Future[Any]:
         """Pack the call and hand it to the engine; the future completes with packed bytes.
+
+        ``task_id`` travels with the call (the worker's wrapper takes it out) so that
+        :meth:`cancel` can find and stop the task on its worker.
 
         The future returned is orch's own, completed from the engine's: when the engine loses
         the task, or the site goes down, orch completes it with the failure itself.
@@ -220,7 +231,6 @@ class LocalSite(Site):
         engine = self._engine
         if engine is None or self.is_down:
             raise SiteUnavailableError(self.down_reason or f"site '{self.name}' is not started")
-        task_id = uuid.uuid4()
         packed_function = self._packed.get((fn, walltime))
         if packed_function is None:  # once per method: only arguments are serialized per task
             context = self.task_context
@@ -228,8 +238,11 @@ class LocalSite(Site):
                 context = {**context, "walltime": walltime}
             packed_function = _SERIALIZER.serialize(TaskWrapper(fn, context))
             self._packed[(fn, walltime)] = packed_function
-        packed = pack_call(task_id, fn, args, kwargs, packed_function)
-        engine_future = GCFuture(task_id)
+        if task_id is not None:
+            kwargs = {**kwargs, TASK_ID_KEY: task_id}
+        engine_task = uuid.uuid4()
+        packed = pack_call(engine_task, fn, args, kwargs, packed_function)
+        engine_future = GCFuture(engine_task)
         future: Future[Any] = Future()
         future.input_size = len(packed)  # type: ignore[attr-defined]
         with self._pending_lock:
@@ -394,6 +407,47 @@ class LocalSite(Site):
             return None
         raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
 
+    def cancel(self, task_id: str) -> str:
+        """Stop ``task_id`` here: flag it, and signal the worker running it (if one is).
+
+        A task not yet on a worker is skipped by the worker that takes it. A running one gets
+        :data:`CANCEL_SIGNAL`, which stops it and ends the processes it started; a worker
+        that has not stopped it within :data:`CANCEL_KILL_S` s is killed, with its children.
+        """
+        running, flag = control_files(self.control_dir, task_id)
+        try:
+            self.control_dir.mkdir(parents=True, exist_ok=True)
+            flag.touch()
+        except OSError as exc:
+            return f"cannot flag it in {self.control_dir} ({exc.strerror})"
+        pid = _running_pid(running)
+        if pid is None:
+            return "not started on a worker yet: the worker that takes it skips it"
+        engine = self._engine
+        workers = {w.pid for w in htex.worker_processes(engine)} if engine is not None else set()
+        if pid not in workers:
+            return f"its worker (pid {pid}) is not one of this site's workers now"
+        if _signal(pid, CANCEL_SIGNAL, "worker") is None:
+            return f"its worker (pid {pid}) had ended"
+        timer = threading.Timer(CANCEL_KILL_S, self._kill_if_running, (running, pid))
+        timer.daemon = True
+        timer.start()
+        return f"{CANCEL_SIGNAL.name} to its worker (pid {pid}): the task and its processes end"
+
+    def _kill_if_running(self, running: Path, pid: int) -> None:
+        if self._closed or _running_pid(running) != pid:
+            return
+        logger.warning(
+            "site %s: worker %d did not stop its cancelled task; killing it", self.name, pid
+        )
+        try:
+            worker = psutil.Process(pid)
+            family = [*worker.children(recursive=True), worker]
+        except psutil.Error:
+            return
+        for proc in family:
+            _signal(proc.pid, signal.SIGKILL, "worker")
+
     def try_revive(self) -> bool:
         """Replace a dead engine by a fresh one (new interchange and workers).
 
@@ -498,6 +552,14 @@ def _complete(future: Future[Any], value: Any = None, exc: BaseException | None 
             future.set_result(value)
     except InvalidStateError:
         pass
+
+
+def _running_pid(running: Path) -> int | None:
+    """The worker pid a task's ``.running`` file names, or None (not running)."""
+    try:
+        return int(running.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _signal(pid: int, signum: signal.Signals, what: str) -> str | None:

@@ -27,10 +27,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol, TypeVar, overload
 
 from orchestrator.exceptions import TimeoutException
 from orchestrator.thinker.resources import ReallocatorThread, ResourceCounter
+
+if TYPE_CHECKING:
+    from orchestrator.context import CampaignContext
 
 __all__ = [
     "POLL_INTERVAL_S",
@@ -478,6 +481,11 @@ class BaseThinker(threading.Thread):
     """
 
     drain_results: ClassVar[bool] = False
+
+    context: CampaignContext | None = None
+    """The run's :class:`~orchestrator.context.CampaignContext` (run directory, options,
+    registry, capacity per kind, progress and objective); set by ``orch launch`` before the
+    agents start, and passed to the constructor too when it takes ``context=``."""
 
     def __init__(
         self,

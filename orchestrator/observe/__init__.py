@@ -1,0 +1,1 @@
+"""Watching a campaign: its live state, status, report and dashboard."""
