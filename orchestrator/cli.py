@@ -191,6 +191,18 @@ def launch(
             "come back before it fails (reason no_site).",
         ),
     ] = 600.0,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="Serve a live dashboard on 127.0.0.1 while the campaign runs (its URL, with "
+            "the token that protects it, is printed).",
+        ),
+    ] = False,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option("--dashboard-port", help="The dashboard's port [default: a free one]."),
+    ] = None,
     inject_faults: Annotated[
         str | None,
         typer.Option(
@@ -259,6 +271,7 @@ def launch(
         from orchestrator.progress import live_progress
 
         on_session = live_progress
+    board = _start_dashboard(run_dir, dashboard_port) if dashboard else None
     try:
         summary = run_campaign(
             cls,
@@ -298,6 +311,9 @@ def launch(
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback in the log
         logging.getLogger("orchestrator.cli").exception("campaign failed")
         fail(f"{exc} (traceback in {run_dir / 'orch.log'})", code=1)
+    finally:
+        if board is not None:
+            _stop_process(board)
 
     table = Table(title="tasks per site")
     for column in ("site", "done", "failed", "moved"):
@@ -448,6 +464,51 @@ def deploy(
                 out.print(f"{result.site}: wrote {path}", highlight=False, soft_wrap=True)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
+
+
+def _start_dashboard(run_dir: Path, port: int | None) -> Any:
+    """Start the dashboard server for ``run_dir`` as a child process; print its URL.
+
+    It ends with orch (it watches orch's pid), kill -9 included; its log is
+    ``RUN_DIR/dashboard.log``.
+    """
+    import subprocess
+    import threading
+
+    cmd = [sys.executable, "-m", "orchestrator.observe.dashboard", str(run_dir)]
+    cmd += ["--parent-pid", str(os.getpid()), "--port", str(port or 0)]
+    log = run_dir / "dashboard.log"
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, text=True)
+    first: list[str] = []
+
+    def read_first() -> None:
+        assert proc.stdout is not None
+        first.append(proc.stdout.readline())
+
+    reader = threading.Thread(target=read_first, daemon=True)
+    reader.start()
+    reader.join(30)
+    line = first[0].strip() if first else ""
+    if not line.startswith("dashboard: "):
+        _stop_process(proc)
+        problem = log.read_text().strip().splitlines()
+        fail(f"--dashboard: the dashboard did not start ({problem[-1] if problem else log})")
+    err.print(f"{line}  (the token in it protects the page)", highlight=False, soft_wrap=True)
+    return proc
+
+
+def _stop_process(proc: Any) -> None:
+    """End a child process orch started (SIGTERM, then SIGKILL), and reap it."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _setup_logging(log_file: Path, verbose: bool) -> None:

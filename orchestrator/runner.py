@@ -391,7 +391,14 @@ def control_handler(session: Session, halt: threading.Event, halted_by: list[str
             cancelled = sum(1 for how in found.values() if how.startswith("cancelled"))
             target = f"method {method}" if method is not None else " ".join(tasks)
             message = f"{cancelled} task(s) cancelled"
-            reply = Reply(cancelled > 0 or method is not None, message, {"tasks": found})
+            if not cancelled:
+                message = (
+                    "no task cancelled: "
+                    + "; ".join(f"{task_id}: {how}" for task_id, how in found.items())
+                    if found
+                    else f"no task cancelled: method {method} has no unfinished task"
+                )
+            reply = Reply(cancelled > 0, message, {"tasks": found if cancelled else {}})
         elif action in ("drain", "undrain"):
             target = str(request.get("site"))
             try:

@@ -48,6 +48,9 @@ class ControlOptions(BaseModel):
     pid_dir: str
     wait_file: str | None = None
     """When set, the thinker sends its quick tasks only once this file exists."""
+    quick_after: int = Field(default=0, ge=0)
+    """Quick tasks of a second phase, sent once ``wait_file2`` exists."""
+    wait_file2: str | None = None
 
 
 class ControlCampaign(BaseThinker):
@@ -70,21 +73,26 @@ class ControlCampaign(BaseThinker):
     @agent
     def run(self) -> None:
         opts = self.options
-        total = opts.naps + opts.quick
+        total = opts.naps + opts.quick + opts.quick_after
         ids = []
         for i in range(opts.naps):
-            ids.append(
-                self.queues.send_inputs(opts.nap_s, opts.pid_dir, f"nap-{i}", method="nap")
-            )
+            ids.append(self.queues.send_inputs(opts.nap_s, opts.pid_dir, f"nap-{i}", method="nap"))
         (Path(opts.pid_dir) / "task_ids.json").write_text(json.dumps(ids))
         if opts.wait_file:
             while not Path(opts.wait_file).exists() and not self.done.is_set():
                 time.sleep(0.05)  # a test's signal to go on (a file it writes)
         for i in range(opts.quick):
-            self.queues.send_inputs(i, opts.pause, method="quick")
+            self.queues.send_inputs(i, opts.pause, method="quick", task_info={"phase": 1})
         got = 0
         assert self.context is not None
         while got < total:
+            if got == opts.naps + opts.quick and opts.quick_after:
+                while opts.wait_file2 and not Path(opts.wait_file2).exists():
+                    time.sleep(0.05)  # the test's signal for the second phase
+                for i in range(opts.quick_after):
+                    self.queues.send_inputs(
+                        100 + i, opts.pause, method="quick", task_info={"phase": 2}
+                    )
             result = self.queues.get_result()
             got += 1
             reason = result.failure_info.reason if result.failure_info else None
@@ -94,6 +102,8 @@ class ControlCampaign(BaseThinker):
                     "success": result.success,
                     "reason": reason,
                     "site": result.site,
+                    "phase": result.task_info.get("phase"),
+                    "replayed": result.replayed,
                 }
             if result.success and result.method == "quick":
                 self.context.record_objective(float(result.value), result.task_id)

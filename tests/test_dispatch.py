@@ -407,3 +407,65 @@ def test_send_after_close_is_refused(tmp_path):
     with pytest.raises(SiteUnavailableError, match="shutting down"):
         dispatcher.submit(Task(method="ident", topic="t", args=(1,), kwargs={}))
     site.shutdown()
+
+
+# -- cancel, drain, capacity (orch cancel / drain / undrain) -------------------------------
+
+
+def test_cancel_on_a_site_without_remote_cancel_frees_the_slot_and_ignores_the_result(
+    make, tmp_path
+):
+    gate = threading.Event()
+    site = ThreadSite(cfg("remote", capacity=1, max_in_flight=1), tmp_path, gate=gate)
+    queues, dispatcher = make([site])
+    first = queues.send_inputs(1, method="ident", topic="t")
+    second = queues.send_inputs(2, method="ident", topic="t")  # waits in orch: no room
+    assert dispatcher.waiting("cpu") == 1
+    found = dispatcher.cancel([first, "no-such-task"])
+    assert found[first].startswith("cancelled on remote: the site has no remote cancel")
+    assert found["no-such-task"].startswith("not running or waiting")
+    cancelled = queues.get_result("t", timeout=10)
+    assert cancelled.task_id == first and cancelled.success is False
+    assert cancelled.failure_info.reason == "cancelled" and cancelled.retries == 0
+    assert dispatcher.waiting("cpu") == 0  # the freed slot took the waiting task at once
+    assert site.submitted == 2
+    gate.set()  # the cancelled task's own result now comes back, and is ignored
+    done = queues.get_result("t", timeout=10)
+    assert done.task_id == second and done.success is True
+    with pytest.raises(Exception, match="no result"):
+        queues.get_result("t", timeout=0.3)
+
+
+def test_cancel_by_method_takes_waiting_and_delayed_tasks(make, tmp_path):
+    gate = threading.Event()
+    site = ThreadSite(cfg("one", capacity=1, max_in_flight=1), tmp_path, gate=gate)
+    queues, dispatcher = make([site])
+    ids = [queues.send_inputs(i, method="ident", topic="t") for i in range(3)]
+    found = dispatcher.cancel(method="ident")
+    assert set(found) == set(ids)
+    assert sum(how == "cancelled before it was sent to a site" for how in found.values()) == 2
+    reasons = [queues.get_result("t", timeout=10).failure_info.reason for _ in ids]
+    assert reasons == ["cancelled"] * 3
+    assert dispatcher.in_flight() == 0
+
+
+def test_drain_sends_nothing_new_and_capacity_follows(make, tmp_path):
+    a, b = ThreadSite(cfg("a", capacity=2), tmp_path), ThreadSite(cfg("b", capacity=3), tmp_path)
+    queues, dispatcher = make([a, b])
+    seen: list[tuple[str, int]] = []
+    dispatcher.capacity_listeners.append(lambda kind, n: seen.append((kind, n)))
+    assert dispatcher.capacity("cpu") == 5
+    assert "drained" in dispatcher.drain("b")
+    assert "already drained" in dispatcher.drain("b")
+    for i in range(6):
+        queues.send_inputs(i, method="ident", topic="t")
+    sites = {queues.get_result("t", timeout=10).site for _ in range(6)}
+    assert sites == {"a"} and b.submitted == 0
+    assert dispatcher.capacity("cpu") == 2 and dispatcher.snapshot()["sites"]["b"]["drained"]
+    dispatcher.drain("b", drained=False)
+    a.mark_down("test: a is down")
+    assert seen == [("cpu", 2), ("cpu", 5), ("cpu", 3)]
+    queues.send_inputs(9, method="ident", topic="t")
+    assert queues.get_result("t", timeout=10).site == "b"
+    with pytest.raises(KeyError, match="no site 'c'"):
+        dispatcher.drain("c")

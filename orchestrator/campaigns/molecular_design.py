@@ -52,6 +52,7 @@ from orchestrator.campaigns import design_plots
 from orchestrator.campaigns.ml import ml_methods
 from orchestrator.campaigns.pool import lookup_ip, read_pool, read_reference
 from orchestrator.campaigns.simulation import simulation_methods
+from orchestrator.context import CampaignContext, Objective
 from orchestrator.dispatch import Method
 from orchestrator.exceptions import TimeoutException
 from orchestrator.models import Result
@@ -146,16 +147,6 @@ def _kekule(smiles: str) -> str:
         return smiles
 
 
-def _site_capacities(queues: Any) -> dict[str, tuple[str, int]]:
-    """``site -> (kind, workers)`` of the running campaign's sites ({} when not known)."""
-    stats = getattr(getattr(queues, "_dispatcher", None), "stats", None) or {}
-    return {
-        name: (str(s.kind), int(s.capacity))
-        for name, s in stats.items()
-        if hasattr(s, "kind") and hasattr(s, "capacity")
-    }
-
-
 def _record(result: Result, ip_ev: float | None = None) -> dict[str, Any]:
     """What the plots and ``summary.json`` keep of a result.
 
@@ -184,6 +175,7 @@ class MolecularDesign(BaseThinker):
     topics = ["simulate", "train", "infer"]
     registry_model = "molecular-design-ip"
     Options = MolecularDesignOptions
+    objective = Objective("ionization potential (eV)", goal="max")
 
     def __init__(
         self,
@@ -191,16 +183,21 @@ class MolecularDesign(BaseThinker):
         options: MolecularDesignOptions | None = None,
         registry: Any = None,
         run_dir: Path | None = None,
+        context: CampaignContext | None = None,
     ):
         opts = options or MolecularDesignOptions()
-        sites = _site_capacities(queues)
-        self.site_capacity = {name: workers for name, (_, workers) in sites.items()}
-        self.cpu_slots = opts.cpu_slots or sum(w for k, w in sites.values() if k == "cpu") or 2
-        self.gpu_slots = opts.gpu_slots or sum(w for k, w in sites.values() if k == "gpu") or 1
+        sites = context.sites() if context is not None else []
+        self.site_capacity = {s.name: s.capacity for s in sites}
+        self.cpu_slots = opts.cpu_slots or sum(s.capacity for s in sites if s.kind == "cpu") or 2
+        self.gpu_slots = opts.gpu_slots or sum(s.capacity for s in sites if s.kind == "gpu") or 1
         total = self.cpu_slots + self.gpu_slots
         rec = ResourceCounter(total, ["simulate", "ml"])
         rec.reallocate(None, "simulate", total)  # the idle ML side lends its slots at first
         super().__init__(queues, resource_counter=rec)
+        self.context = context
+        if context is not None and not opts.cpu_slots:
+            # simulation slots follow the CPU sites that take tasks (down, drained, back)
+            context.follow(rec, "cpu", pool="simulate")
 
         self.options = opts
         self.registry = registry
@@ -359,6 +356,12 @@ class MolecularDesign(BaseThinker):
                 self.received == self.submitted and self._exhausted()
             )
             self.sims_done = finished
+            received, best = self.received, max(self.values.values(), default=None)
+        if self.context is not None:
+            if ip is not None:
+                self.context.record_objective(float(ip), result.task_id)
+            text = f"best IP {best:.2f} eV" if best is not None else "no value yet"
+            self.context.set_progress(received, self.budget, text=text)
         if finished and (self.options.policy == "random" or not self.options.final_retrain):
             self._finish()
         else:  # the trainer decides whether a version is due (the final one included)

@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS objective (
     value REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_state ON events (state);
+CREATE INDEX IF NOT EXISTS events_task ON events (task_id);
 """
 
 _RESULT_COLUMNS = {

@@ -26,6 +26,9 @@ STALE_S = 5.0
 LAST_FAILURES = 10
 """Failures listed in the status (the newest)."""
 
+UNFINISHED_LISTED = 50
+"""Unfinished tasks listed by id in the status (the oldest), for ``orch cancel``."""
+
 
 def open_readonly(run_dir: Path) -> sqlite3.Connection:
     """A read-only connection to ``run_dir``'s journal.
@@ -212,6 +215,19 @@ def read_status(run_dir: Path) -> dict[str, Any]:
                         "time": at,
                     }
                 )
+        unfinished = []
+        for task_id, method, created_at in db.execute(
+            "SELECT t.task_id, t.method, t.created FROM tasks t LEFT JOIN results r "
+            "ON r.task_id = t.task_id WHERE r.task_id IS NULL ORDER BY t.created LIMIT ?",
+            (UNFINISHED_LISTED,),
+        ):
+            unfinished.append({"task_id": task_id, "method": method, "created": created_at})
+        for task in unfinished:
+            row = db.execute(
+                "SELECT state, site FROM events WHERE task_id = ? ORDER BY seq DESC LIMIT 1",
+                (task["task_id"],),
+            ).fetchone()
+            task["state"], task["site"] = row if row else ("created", None)
         control = []
         if "control" in tables:
             for at, action, target, user, outcome in db.execute(
@@ -259,6 +275,7 @@ def read_status(run_dir: Path) -> dict[str, Any]:
         "methods": sorted(per_method.values(), key=lambda m: m["method"]),
         "totals": totals,
         "last_failures": last,
+        "unfinished_tasks": unfinished if state == "running" else [],
         "control": control,
         "progress": progress,
         "eta_s": eta,
