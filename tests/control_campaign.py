@@ -51,6 +51,8 @@ class ControlOptions(BaseModel):
     quick_after: int = Field(default=0, ge=0)
     """Quick tasks of a second phase, sent once ``wait_file2`` exists."""
     wait_file2: str | None = None
+    hold_file: str | None = None
+    """When set, the thinker ends only once this file exists (after every result)."""
 
 
 class ControlCampaign(BaseThinker):
@@ -109,6 +111,8 @@ class ControlCampaign(BaseThinker):
                 self.context.record_objective(float(result.value), result.task_id)
             self.context.set_progress(got, total, text=f"{got} results")
             self._write()
+        while opts.hold_file and not Path(opts.hold_file).exists():
+            time.sleep(0.05)  # the test's signal to end
 
     def _write(self) -> None:
         assert self.context is not None

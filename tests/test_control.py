@@ -45,11 +45,17 @@ def orch(*args: str) -> list[str]:
     return [sys.executable, "-m", "orchestrator.cli", *args]
 
 
+def launch_args(sites: Path, run_dir: Path, pid_dir: Path, *options: str) -> list[str]:
+    """``orch launch`` arguments for the control campaign with ``key=value`` options."""
+    args = ["launch", CAMPAIGN, "--sites", str(sites), "--run-dir", str(run_dir)]
+    for option in (f"pid_dir={pid_dir}", *options):
+        args += ["-o", option]
+    return [*args, "--no-progress"]
+
+
 def launch(sites: Path, run_dir: Path, pid_dir: Path, *options: str) -> subprocess.Popen:
     pid_dir.mkdir(parents=True, exist_ok=True)
-    opts = [f"-o pid_dir={pid_dir}", *[f"-o {o}" for o in options]]
-    args = ["launch", CAMPAIGN, "--sites", str(sites), "--run-dir", str(run_dir)]
-    args += [part for o in opts for part in o.split(" ", 1)] + ["--no-progress"]
+    args = launch_args(sites, run_dir, pid_dir, *options)
     return subprocess.Popen(orch(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
