@@ -250,6 +250,17 @@ class CampaignContext:
         """The last :meth:`set_progress`, as plain data (None before the first)."""
         return dict(self._progress) if self._progress is not None else None
 
+    def write_report(self, output: Path | None = None) -> Path:
+        """Write the run's HTML report now (``orch report``), to ``RUN_DIR/report.html``.
+
+        What the journal holds so far is in it: its queued state changes are committed first.
+        """
+        from orchestrator.observe.report import write_report
+
+        if self._journal is not None:
+            self._journal.flush()
+        return write_report(self._run_dir, output)
+
     def record_objective(self, value: float, task_id: str | None = None) -> None:
         """Journal one value of the campaign's ``objective`` (in the order they come).
 

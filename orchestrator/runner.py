@@ -13,6 +13,8 @@ A campaign class is a ``BaseThinker`` subclass with class attributes:
 
 - ``objective`` (optional): an :class:`~orchestrator.context.Objective`; the campaign then
   reports values with ``context.record_objective`` and ``orch report`` plots them;
+- ``report_at_end`` (optional, also an instance attribute): when true, orch writes the run's
+  report (``RUN_DIR/report.html``, as ``orch report`` does) once the run ended;
 
 and, optionally, ``summary(self) -> str`` for the line printed when it ends.
 
@@ -548,6 +550,7 @@ def run_campaign(
             ),
         )
         state = "failed"
+        thinker: BaseThinker | None = None
         try:
             control.start()
             try:
@@ -570,6 +573,8 @@ def run_campaign(
         finally:
             control.stop()
             live.stop(state)
+            if thinker is not None and getattr(thinker, "report_at_end", False):
+                _write_report(journal, run_dir)
         per_site = {
             name: {"done": s.done, "failed": s.failed, "moved": s.moved, "in_flight": s.in_flight}
             for name, s in session.dispatcher.stats.items()
@@ -589,6 +594,18 @@ def run_campaign(
         summary=summary,
         replayed=journal.replayed,
     )
+
+
+def _write_report(journal: Journal, run_dir: Path) -> None:
+    """Write ``RUN_DIR/report.html`` once the run ended (never raises: the results count)."""
+    from orchestrator.observe.report import write_report
+
+    try:
+        journal.flush()
+        path = write_report(run_dir)
+        logger.info("report written to %s", path)
+    except Exception:  # noqa: BLE001 - a report that fails must not fail the campaign
+        logger.exception("the run's report could not be written")
 
 
 def _tell(notify: Callable[[str], None] | None) -> Callable[[str], None]:

@@ -29,7 +29,6 @@ from conftest import assert_no_new_engine_processes, engine_processes, read_resu
 from mlflow import MlflowClient
 from test_cli import launch_cmd
 
-from orchestrator.campaigns import design_plots
 from orchestrator.campaigns.molecular_design import (
     MolecularDesign,
     MolecularDesignOptions,
@@ -269,10 +268,3 @@ def test_resumed_summary_counts_only_this_sessions_slot_time(tmp_path):
     text = thinker.summary()
     row = next(line for line in text.splitlines() if "simulation (cpu)" in line)
     assert "2 (+6 replayed)" in row and "40% of 2 slots" in row, row
-
-    # the plots leave replayed results out of worker time and latency
-    breakdown = design_plots.latency_breakdown(thinker.records)
-    assert breakdown["xtb_ip_ea"]["running"] == pytest.approx(4.0)
-    path = design_plots.plot_utilization(thinker.records, {"local-cpu": 2}, now, tmp_path / "u.png")
-    assert path.read_bytes().startswith(b"\x89PNG")
-    assert os.path.getsize(path) > 0

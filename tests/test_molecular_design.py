@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, read_results
 from test_cli import launch, one_error_line, orch
 
-from orchestrator.campaigns import BUILTIN_CAMPAIGNS, design_plots
+from orchestrator.campaigns import BUILTIN_CAMPAIGNS
 from orchestrator.campaigns.pool import (
     PoolError,
     ReferenceMissError,
@@ -90,26 +90,6 @@ def test_reference_lookup(tmp_path):
     assert failed.value.reason == "not_converged"
 
 
-def test_plots_from_records(tmp_path):
-    def record(method, site, t0, ip=None):
-        stamps = dict(created=t0, sent=t0 + 0.1, started=t0 + 0.2, finished=t0 + 1.2)
-        stamps.update(returned=t0 + 1.3, received=t0 + 1.35)
-        return {"method": method, "site": site, "timestamps": stamps, "ip_ev": ip}
-
-    sims = [record("xtb_ip_ea", "cpu", float(t), 9.0 + t % 3) for t in range(10)]
-    records = [*sims, record("train_surrogate", "gpu", 3.0)]
-    breakdown = design_plots.latency_breakdown(records)
-    assert breakdown["xtb_ip_ea"]["running"] == pytest.approx(1.0)
-    assert breakdown["train_surrogate"]["waiting in orch"] == pytest.approx(0.1)
-    paths = [
-        design_plots.plot_best_found(sims, 0.0, tmp_path / "a.png", "t"),
-        design_plots.plot_utilization(records, {"cpu": 2, "gpu": 1}, 0.0, tmp_path / "b.png"),
-        design_plots.plot_latency(records, tmp_path / "c.png"),
-    ]
-    for path in paths:
-        assert path.read_bytes().startswith(PNG)
-
-
 # -- end to end -------------------------------------------------------------------------------
 
 
@@ -123,8 +103,10 @@ def check_run(run_dir, n_sims: int) -> dict:
     assert len(set(smiles)) == n_sims and set(smiles) <= set(read_pool()[:300])
     assert trains and {r["site"] for r in trains} == {"local-gpu"}
     assert all(r["success"] for r in trains)
-    for name in ("best_found", "site_utilization", "latency"):
-        assert (run_dir / "plots" / f"{name}.png").read_bytes().startswith(PNG)
+    page = (run_dir / "report.html").read_text()  # orch writes it once the run ended
+    for section in ("objective", "utilization", "latency", "timeline", "models"):
+        assert f'id="{section}"' in page
+    assert "ionization potential (eV)" in page and "<svg" in page
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["simulations"]["ok"] + summary["simulations"]["failed"] == n_sims
     ok = [r for r in sims if r["success"]]

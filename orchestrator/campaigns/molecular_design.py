@@ -26,12 +26,14 @@ of steering is measured in the same code. ``-o simulation=reference`` reads IPs 
 reference table instead of running xTB (benchmarks only; see :func:`~.pool.lookup_ip`).
 
 At the end the run directory holds ``results/<topic>.jsonl``, the MLflow store (``mlflow/``),
-``plots/*.png`` and ``summary.json``; :meth:`MolecularDesign.summary` is the terminal table.
+``report.html`` (``orch report``: the best IP found against simulations and time, through the
+campaign's ``objective``, and every worker's timeline, utilization, latency...) and
+``summary.json``; :meth:`MolecularDesign.summary` is the terminal table.
 
 After ``--resume``, results replayed from the journal count as values found but not as slot
-time of this session (the summary shows them as ``(+N replayed)``; the utilization and latency
-plots leave them out), and a replayed training result returns the MLflow version it made the
-first time (``ModelRegistry.log_training`` is idempotent by task id).
+time of this session (the summary shows them as ``(+N replayed)``; the report's timelines and
+latency hold only what ran), and a replayed training result returns the MLflow version it made
+the first time (``ModelRegistry.log_training`` is idempotent by task id).
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.apps.ml import to_module
-from orchestrator.campaigns import design_plots
 from orchestrator.campaigns.ml import ml_methods
 from orchestrator.campaigns.pool import lookup_ip, read_pool, read_reference
 from orchestrator.campaigns.simulation import simulation_methods
@@ -112,7 +113,11 @@ class MolecularDesignOptions(BaseModel):
     final_retrain: bool = Field(
         default=True, description="Train a last version on every result when the budget is in"
     )
-    plots: bool = Field(default=True, description="Write plots/*.png at the end")
+    plots: bool = Field(
+        default=True,
+        description="Write the run's report (report.html: best found, utilization, latency...) "
+        "at the end",
+    )
 
     @field_validator("pool")
     @classmethod
@@ -195,6 +200,7 @@ class MolecularDesign(BaseThinker):
         rec.reallocate(None, "simulate", total)  # the idle ML side lends its slots at first
         super().__init__(queues, resource_counter=rec)
         self.context = context
+        self.report_at_end = opts.plots
         if context is not None and not opts.cpu_slots:
             # simulation slots follow the CPU sites that take tasks (down, drained, back)
             context.follow(rec, "cpu", pool="simulate")
@@ -583,19 +589,8 @@ class MolecularDesign(BaseThinker):
     def _write_outputs(self) -> None:
         if self.run_dir is None:
             return
-        if self.options.plots:
-            folder = self.run_dir / "plots"
-            folder.mkdir(parents=True, exist_ok=True)
-            records = list(self.records)  # a snapshot: a late ML result may still come in
-            sims = [r for r in records if r["method"] == self.method]
-            title = f"molecular-design, policy {self.options.policy}"
-            self.plot_files = [
-                design_plots.plot_best_found(sims, self.started, folder / "best_found.png", title),
-                design_plots.plot_utilization(
-                    records, self.site_capacity, self.started, folder / "site_utilization.png"
-                ),
-                design_plots.plot_latency(records, folder / "latency.png"),
-            ]
+        if self.options.plots:  # orch writes it once the run ended (see report_at_end)
+            self.plot_files = [self.run_dir / "report.html"]
         (self.run_dir / "summary.json").write_text(json.dumps(self.summary_data(), indent=1))
 
     # -- reporting --------------------------------------------------------------------------
@@ -739,5 +734,5 @@ class MolecularDesign(BaseThinker):
             )
         console.print(phases)
         if data["plots"]:
-            console.print("plots: " + ", ".join(Path(p).name for p in data["plots"]), markup=False)
+            console.print("report: " + ", ".join(Path(p).name for p in data["plots"]), markup=False)
         return buffer.getvalue().rstrip()

@@ -1,13 +1,23 @@
 """Slot accounting for thinkers: pools of execution slots, one pool per task type.
 
-A :class:`ResourceCounter` holds a fixed number of slots (nodes, GPUs, workers: whatever unit
-the campaign counts). Every slot is *allocated* to exactly one pool: a named task type, or the
+A :class:`ResourceCounter` holds a number of slots (nodes, GPUs, workers: whatever unit the
+campaign counts). Every slot is *allocated* to exactly one pool: a named task type, or the
 unallocated pool, spelled ``None``. Within a pool, a slot is either *available* or *in use*:
 
 - :meth:`ResourceCounter.acquire` takes available slots of a pool (marks them in use),
 - :meth:`ResourceCounter.release` gives in-use slots back to the same pool,
 - :meth:`ResourceCounter.reallocate` moves slots from one pool to another, waiting until they
-  are available in the source pool (that is, until the tasks using them have released them).
+  are available in the source pool (that is, until the tasks using them have released them),
+- :meth:`ResourceCounter.resize` changes the number of slots (sites came or went).
+
+Capacity is elastic. Growing adds available slots to a pool (after cancelling any debt of that
+pool, see below). Shrinking removes available slots at once; slots that are in use cannot be
+taken from their tasks, so the rest of the shrink is *owed*: an owed slot stays allocated (and
+in use) until it is released, and :meth:`ResourceCounter.release` then *retires* it (its
+allocation drops, its availability does not rise). ``total_slots`` is the target at all times,
+so ``sum(allocations) == total_slots + owed_slots``; once nothing is owed the allocations add
+up to ``total_slots``. A pool never owes more slots than it has in use, so the debt is always
+paid by releases alone.
 
 Requests on one pool are served first come, first served: a large request at the head of the
 line is not overtaken by smaller ones that arrive later. All methods are thread-safe.
@@ -38,7 +48,7 @@ class ResourceCounter:
     """Track how many slots each task type is allocated and how many of those are free.
 
     All slots start in the unallocated pool (``None``); move them to task types with
-    :meth:`reallocate`.
+    :meth:`reallocate`, and change their number with :meth:`resize`.
 
     Args:
         total_slots: Number of slots the counter manages.
@@ -63,12 +73,14 @@ class ResourceCounter:
             raise ValueError(f"task types must be unique; repeated: {', '.join(duplicates)}")
 
         self._total = total_slots
+        self._most = total_slots  # the most slots it ever managed: a request up to it can wait
         self._task_types: tuple[str, ...] = tuple(names)
         pools: list[str | None] = [*names, None]
         self._cond = threading.Condition()
         self._allocated: dict[str | None, int] = {pool: 0 for pool in pools}
         self._available: dict[str | None, int] = {pool: 0 for pool in pools}
         self._lines: dict[str | None, deque[object]] = {pool: deque() for pool in pools}
+        self._owed: dict[str | None, int] = {pool: 0 for pool in pools}
         self._allocated[None] = total_slots
         self._available[None] = total_slots
         logger.info(
@@ -81,8 +93,17 @@ class ResourceCounter:
 
     @property
     def total_slots(self) -> int:
-        """Number of slots the counter manages."""
+        """Number of slots the counter manages: the target of the last :meth:`resize`.
+
+        While slots are still owed (see :attr:`owed_slots`) the pools hold that many more.
+        """
         return self._total
+
+    @property
+    def owed_slots(self) -> int:
+        """Number of in-use slots, over all pools, still to be retired by a shrink."""
+        with self._cond:
+            return sum(self._owed.values())
 
     @property
     def task_types(self) -> tuple[str, ...]:
@@ -139,11 +160,16 @@ class ResourceCounter:
 
     def __repr__(self) -> str:
         with self._cond:
+            total = self._total
             pools = ", ".join(
                 f"{pool!r}: {self._available[pool]}/{self._allocated[pool]}"
                 for pool in self._allocated
             )
-        return f"ResourceCounter(total_slots={self._total}, available/allocated={{{pools}}})"
+            owed = sum(self._owed.values())
+        return (
+            f"ResourceCounter(total_slots={total}, owed_slots={owed}, "
+            f"available/allocated={{{pools}}})"
+        )
 
     # ------------------------------------------------------------------ operations
 
@@ -172,7 +198,7 @@ class ResourceCounter:
 
         Raises:
             KeyError: Unknown task type.
-            ValueError: ``n_slots`` is negative or larger than the counter's total.
+            ValueError: ``n_slots`` is negative or larger than the counter's current total.
 
         """
         self._check_pool(task_type)
@@ -190,6 +216,10 @@ class ResourceCounter:
     ) -> bool | None:
         """Give ``n_slots`` in-use slots back to their pool.
 
+        While the pool owes slots to a shrink (see :meth:`resize`), released slots are retired
+        first: they leave the pool's allocation instead of becoming available, until the debt
+        is paid; only the rest become available.
+
         Args:
             task_type: Name of the pool (``None`` for the unallocated pool).
             n_slots: Number of slots to give back.
@@ -205,7 +235,8 @@ class ResourceCounter:
 
         """
         self._check_pool(task_type)
-        n = self._check_count(n_slots)
+        # not bounded by the total: after a shrink, owed slots in use may outnumber it
+        n = self._check_count(n_slots, bounded=False)
         with self._cond:
             in_use = self._allocated[task_type] - self._available[task_type]
             if n > in_use:
@@ -214,8 +245,14 @@ class ResourceCounter:
                     f"({self._allocated[task_type]} allocated, "
                     f"{self._available[task_type]} available)"
                 )
-            self._available[task_type] += n
+            retired = min(n, self._owed[task_type])
+            if retired:
+                self._owed[task_type] -= retired
+                self._allocated[task_type] -= retired
+            self._available[task_type] += n - retired
             self._cond.notify_all()
+        if retired:
+            logger.debug("Retired %d released slots of %r", retired, task_type)
         if rerequest:
             return self.acquire(task_type, n, timeout=timeout)
         return None
@@ -241,7 +278,8 @@ class ResourceCounter:
             task_from: Pool to take slots from (``None``: the unallocated pool).
             task_to: Pool to give slots to (``None``: de-allocate them).
             n_slots: Number of slots, or ``"all"``: every slot allocated to ``task_from``,
-                waiting until none of them is in use.
+                waiting until none of them is in use. Slots the pool owes to a shrink (see
+                :meth:`resize`) are not part of "all": they retire when released.
             timeout: Longest wait, as in :meth:`acquire`.
             cancel_if: Give up as soon as this event is set, as in :meth:`acquire`.
             block: With ``False``, do the transfer in a background thread and return at once.
@@ -284,6 +322,81 @@ class ResourceCounter:
         logger.info("Moved %d slots from %r to %r", moved, task_from, task_to)
         return True
 
+    def resize(self, total_slots: int, pool: str | None = None) -> int:
+        """Change the number of slots the counter manages (sites came or went).
+
+        Growing by ``k`` slots first cancels up to ``k`` slots that ``pool`` still owes to an
+        earlier shrink (they stay allocated to it), then adds the rest to ``pool``'s allocation
+        as available slots. Debts of other pools are left as they are.
+
+        Shrinking by ``k`` slots takes up to ``k`` available slots away at once (their
+        allocation and availability both drop): first from ``pool``, then from the other pools
+        in order (the unallocated pool, then the task types in the order given to the
+        constructor). What is still missing is owed by slots in use: by ``pool`` up to the
+        number of its in-use slots that are not owed already, then by the other pools in the
+        same order. Later :meth:`release` calls on an owing pool retire the released slots
+        until its debt is paid. The debt can always be placed: the slots that are available,
+        or in use but not owed, number exactly the old total.
+
+        :attr:`total_slots` is the new total as soon as this returns, even while slots are
+        still owed. Waiting requests are woken either way: a request for more slots than its
+        pool now holds keeps waiting (until it times out, is cancelled or capacity comes
+        back); ``reallocate(pool, ..., "all")`` no longer waits for owed slots.
+
+        Args:
+            total_slots: The new number of slots.
+            pool: Pool that receives or gives up the slots first (``None``: the unallocated
+                pool).
+
+        Returns:
+            The new number of slots.
+
+        Raises:
+            TypeError: ``total_slots`` is not an integer (a ``bool`` is rejected).
+            ValueError: ``total_slots`` is negative.
+            KeyError: Unknown task type.
+
+        """
+        if not isinstance(total_slots, int) or isinstance(total_slots, bool):
+            raise TypeError(f"total_slots must be an int, got {total_slots!r}")
+        if total_slots < 0:
+            raise ValueError(f"total_slots must be >= 0, got {total_slots}")
+        self._check_pool(pool)
+        with self._cond:
+            old = self._total
+            delta = total_slots - old
+            if delta >= 0:
+                kept = min(delta, self._owed[pool])
+                self._owed[pool] -= kept
+                self._allocated[pool] += delta - kept
+                self._available[pool] += delta - kept
+            else:
+                missing = -delta
+                order = [pool, *(other for other in (None, *self._task_types) if other != pool)]
+                for source in order:
+                    taken = min(missing, self._available[source])
+                    self._allocated[source] -= taken
+                    self._available[source] -= taken
+                    missing -= taken
+                for source in order:
+                    in_use = self._allocated[source] - self._available[source]
+                    owed = min(missing, in_use - self._owed[source])
+                    self._owed[source] += owed
+                    missing -= owed
+                assert missing == 0, "slot accounting out of balance"
+            self._total = total_slots
+            self._most = max(self._most, total_slots)
+            owed_now = sum(self._owed.values())
+            self._cond.notify_all()
+        logger.info(
+            "Resized from %d to %d slots via pool %r; %d slots owed",
+            old,
+            total_slots,
+            pool,
+            owed_now,
+        )
+        return total_slots
+
     # ------------------------------------------------------------------ internals
 
     def _check_pool(self, task_type: str | None) -> None:
@@ -291,13 +404,18 @@ class ResourceCounter:
             known = ", ".join(self._task_types) or "(none)"
             raise KeyError(f"unknown task type {task_type!r}; known task types: {known}")
 
-    def _check_count(self, n_slots: object) -> int:
+    def _check_count(self, n_slots: object, *, bounded: bool = True) -> int:
+        """Validate a slot count; ``bounded``: it may not exceed the most slots ever managed.
+
+        After a shrink, a request for more than the current total waits for capacity to
+        come back (sites return); one for more than the counter ever had can never be served.
+        """
         if not isinstance(n_slots, int) or isinstance(n_slots, bool):
             raise ValueError(f"n_slots must be an int, got {n_slots!r}")
         if n_slots < 0:
             raise ValueError(f"n_slots must be >= 0, got {n_slots}")
-        if n_slots > self._total:
-            raise ValueError(f"n_slots={n_slots} exceeds the {self._total} slots in total")
+        if bounded and n_slots > self._most:
+            raise ValueError(f"n_slots={n_slots} exceeds the {self._most} slots in total")
         return n_slots
 
     def _take(
@@ -322,7 +440,7 @@ class ResourceCounter:
                 if cancel_if is not None and cancel_if.is_set():
                     return None
                 if line[0] is ticket:
-                    need = self._allocated[pool] if amount == "all" else amount
+                    need = self._allocated[pool] - self._owed[pool] if amount == "all" else amount
                     if self._available[pool] >= need:
                         self._available[pool] -= need
                         return need
