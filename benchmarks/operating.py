@@ -8,19 +8,20 @@ it. Then, ``--rounds`` times: ``read_status`` in this process, and the whole com
 start-up and imports included). Baseline in the same run: ``python -c pass``, the floor of
 any command.
 
-**dashboard**: the same campaign (``--dash-tasks`` short tasks, 2 local workers, real HTEX)
-runs with and without the dashboard server (a separate process, as ``orch launch
---dashboard`` starts it) while a poller fetches the page's data twice as often as the page
-does (status every second, plots every 5 s). Rounds alternate; the ratio of throughputs is
-the dashboard's cost.
+**dashboard**: a campaign of ``--dash-tasks`` no-op tasks (2 local workers, real HTEX,
+``2 x workers`` kept in flight, every state change journaled) runs with and without the
+dashboard server (a separate process, as ``orch launch --dashboard`` starts it) while a
+poller fetches the page's data twice as often as the page does (status every second, plots
+every 5 s). Throughput is timed from the first task sent to the last result taken (the
+sites' start-up left out). Rounds alternate; the ratio of throughputs is the dashboard's
+cost.
 
-    python benchmarks/operating.py [--tasks 10000] [--rounds 5] [--dash-tasks 600]
+    python benchmarks/operating.py [--tasks 10000] [--rounds 5] [--dash-tasks 2000]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import statistics
@@ -32,8 +33,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from orchestrator.dispatch import Method
 from orchestrator.dispatch.journal import Journal
 from orchestrator.models import FailureInfo, Task, Timestamps
+from orchestrator.thinker import BaseThinker, agent
 
 
 def synthetic_journal(run_dir: Path, n_tasks: int, seed: int = 1) -> None:
@@ -127,11 +132,16 @@ def bench_status(n_tasks: int, rounds: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+POLL = {"status": 1.0, "plots": 5.0}
+"""Seconds between the poller's requests (the page itself: 2 and 10)."""
+
+
 def _poll(url: str, stop: threading.Event, counts: dict[str, int]) -> None:
     base, _, query = url.partition("?")
     last_plots = 0.0
-    while not stop.wait(1.0):
-        for path in ["api/status"] + (["api/plots"] if time.monotonic() - last_plots > 5 else []):
+    while not stop.wait(POLL["status"]):
+        due = time.monotonic() - last_plots >= POLL["plots"]
+        for path in ["api/status"] + (["api/plots"] if due else []):
             try:
                 with urllib.request.urlopen(f"{base}{path}?{query}", timeout=30) as reply:
                     reply.read()
@@ -142,12 +152,47 @@ def _poll(url: str, stop: threading.Event, counts: dict[str, int]) -> None:
                 last_plots = time.monotonic()
 
 
+def noop() -> None:
+    """The task: does nothing."""
+
+
+class NoopOptions(BaseModel):
+    tasks: int = 2000
+    in_flight: int = 4
+
+
+class NoopCampaign(BaseThinker):
+    """Keeps ``in_flight`` no-op tasks in flight until ``tasks`` came back; times them."""
+
+    methods = [Method(noop)]
+    Options = NoopOptions
+
+    def __init__(self, queues, options: NoopOptions):
+        super().__init__(queues)
+        self.options = options
+        self.first_sent = 0.0
+        self.last_back = 0.0
+
+    @agent
+    def run(self) -> None:
+        opts = self.options
+        self.first_sent = time.perf_counter()
+        sent = 0
+        for _ in range(min(opts.in_flight, opts.tasks)):
+            self.queues.send_inputs(method="noop")
+            sent += 1
+        for _ in range(opts.tasks):
+            result = self.queues.get_result()
+            assert result.success, result.failure_info
+            if sent < opts.tasks:
+                self.queues.send_inputs(method="noop")
+                sent += 1
+        self.last_back = time.perf_counter()
+
+
 def dashboard_round(n_tasks: int, with_dashboard: bool) -> tuple[float, dict[str, int]]:
     from orchestrator.config.sites import SiteConfig
     from orchestrator.runner import run_campaign
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from control_campaign import ControlCampaign, ControlOptions
 
     folder = Path(tempfile.mkdtemp(prefix="orch-bench-dash-"))
     board = None
@@ -157,7 +202,7 @@ def dashboard_round(n_tasks: int, with_dashboard: bool) -> tuple[float, dict[str
         run_dir = folder / "run"
         run_dir.mkdir()
         config = SiteConfig(name="bench", kind="cpu", backend="local", capacity=2)
-        options = ControlOptions(naps=0, quick=n_tasks, pid_dir=str(folder))
+        options = NoopOptions(tasks=n_tasks, in_flight=4)
         if with_dashboard:
             board = subprocess.Popen(
                 [sys.executable, "-m", "orchestrator.observe.dashboard", str(run_dir)],
@@ -168,8 +213,16 @@ def dashboard_round(n_tasks: int, with_dashboard: bool) -> tuple[float, dict[str
             url = board.stdout.readline().split(" ", 1)[1].strip()
             poller = threading.Thread(target=_poll, args=(url, stop, counts), daemon=True)
             poller.start()
-        summary = run_campaign(ControlCampaign, [config], run_dir, options)
-        return n_tasks / summary.seconds, counts
+        made: list[NoopCampaign] = []
+
+        class Timed(NoopCampaign):
+            def __init__(self, queues, options):
+                super().__init__(queues, options)
+                made.append(self)
+
+        run_campaign(Timed, [config], run_dir, options, extra_paths=[str(Path(__file__).parent)])
+        thinker = made[0]
+        return n_tasks / (thinker.last_back - thinker.first_sent), counts
     finally:
         stop.set()
         if board is not None:
@@ -198,10 +251,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--dash-tasks", type=int, default=600)
+    parser.add_argument("--dash-tasks", type=int, default=2000)
     parser.add_argument("--dash-rounds", type=int, default=3)
     parser.add_argument("--only", choices=["status", "dashboard"], default=None)
+    parser.add_argument(
+        "--page-rate",
+        action="store_true",
+        help="Poll as the page does (2 s / 10 s), not twice as often.",
+    )
     args = parser.parse_args()
+    if args.page_rate:
+        POLL.update(status=2.0, plots=10.0)
     if args.only in (None, "status"):
         bench_status(args.tasks, args.rounds)
     if args.only in (None, "dashboard"):

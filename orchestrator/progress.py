@@ -25,7 +25,10 @@ def site_table(session: Session) -> Table:
         table.add_column(column, justify="left" if column in ("site", "kind", "state") else "right")
     dispatcher = session.dispatcher
     for name, stats in dispatcher.stats.items():
-        state = f"[red]down[/red] {escape(stats.down)}" if stats.down else "[green]up[/green]"
+        if stats.down:
+            state = f"[red]down[/red] {escape(stats.down)}"
+        else:
+            state = "[yellow]drained[/yellow]" if stats.drained else "[green]up[/green]"
         table.add_row(
             name,
             stats.kind,

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 PAGE = Path(__file__).with_name("dashboard.html")
 """The page (plain HTML and script; it fetches ``/api/status`` every 2 s, the plots every 10)."""
+NICENESS = 10
+"""How much the dashboard started by ``orch launch --dashboard`` lowers its CPU priority."""
+
 PLOTS_EVERY_S = 5.0
 """Shortest time between two renderings of the plots (they are cached in between)."""
 
@@ -216,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def announce(line: str) -> None:
         print(line, flush=True)
+
+    # Next to a running campaign, the campaign's own work comes first (plots take CPU)
+    os.nice(NICENESS)
 
     try:
         serve_dashboard(args.run_dir.resolve(), args.port, announce, args.parent_pid)
