@@ -335,8 +335,12 @@ def recorded_processes(run_dir: Path, since: float = 0.0) -> list[psutil.Process
     return found
 
 
-def _wait_for_exit(pid: int, create_time: float, run_dir: Path) -> None:
-    """Return once process ``pid`` has ended; meanwhile keep :data:`PIDS` up to date."""
+def _wait_for_exit(pid: int, create_time: float, run_dir: Path) -> dict[int, float]:
+    """Return once process ``pid`` has ended; meanwhile keep :data:`PIDS` up to date.
+
+    Returns:
+        The descendants seen (``{pid: create_time}``), also when the run directory is gone.
+    """
     try:
         fd: int | None = os.pidfd_open(pid)
     except (AttributeError, OSError):
@@ -350,8 +354,9 @@ def _wait_for_exit(pid: int, create_time: float, run_dir: Path) -> None:
                 known.update(now)
                 known = {p: c for p, c in known.items() if _alive(p, c)}
                 tmp = run_dir / (PIDS + ".tmp")
-                tmp.write_text("".join(f"{p} {c!r}\n" for p, c in known.items()))
-                os.replace(tmp, run_dir / PIDS)
+                with contextlib.suppress(OSError):  # the run directory may be deleted
+                    tmp.write_text("".join(f"{p} {c!r}\n" for p, c in known.items()))
+                    os.replace(tmp, run_dir / PIDS)
             if fd is not None:
                 select.select([fd], [], [], SNAPSHOT_S)
             else:
@@ -359,6 +364,7 @@ def _wait_for_exit(pid: int, create_time: float, run_dir: Path) -> None:
     finally:
         if fd is not None:
             os.close(fd)
+    return known
 
 
 def _watch(argv: list[str] | None = None) -> int:
@@ -378,15 +384,22 @@ def _watch(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _wait_for_exit(args.pid, args.create_time, args.run_dir)
+    known = _wait_for_exit(args.pid, args.create_time, args.run_dir)
     if stop:
         return 0
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the cleanup once it has begun
     record = read_record(args.run_dir) or {}
     started = record.get("started") if record.get("tag") == args.tag else None
-    ended = reap(
-        args.tag, run_dir=args.run_dir, since=started if isinstance(started, float) else 0.0
-    )
+    since = started if isinstance(started, float) else 0.0
+    ended = reap(args.tag, run_dir=args.run_dir, since=since)
+    # What it saw itself, in case the run directory (and its list) was deleted meanwhile
+    left = []
+    for pid, created in known.items():
+        if created >= since - CLOCK_SLACK_S and _alive(pid, created):
+            with contextlib.suppress(psutil.Error):
+                left.append(psutil.Process(pid))
+    if left:
+        ended += end_processes(left)
     logger.info("orch (pid %d) ended; ended %d process(es) it left", args.pid, ended)
     if record.get("tag") == args.tag:
         _write(args.run_dir, {**record, "ended": time.time()})

@@ -388,3 +388,26 @@ def test_peer_check_refuses_another_user_even_on_an_open_socket(tmp_path):
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
     assert not (base / "control.sock").exists()
+
+
+def test_kill_9_then_deleting_the_run_dir_leaves_no_process(tmp_path):
+    """The watchdog ends what orch started from what it saw itself, even when the run
+    directory (with its process list) is deleted right after orch was killed."""
+    sites = make_sites(tmp_path / "sites", site_yaml("solo", 1))
+    run_dir, pids = tmp_path / "run", tmp_path / "pids"
+    proc = launch(sites, run_dir, pids, "naps=1", "nap_s=120", f"wait_file={tmp_path / 'go'}")
+    try:
+        nap = wait_for("the nap to run", lambda: read_json(pids / "nap-0.json"), proc)
+        family = psutil.Process(proc.pid).children(recursive=True)  # interchange, watchdog...
+        known = {p.pid for p in family}
+        family += [psutil.Process(nap[k]) for k in ("worker", "child") if nap[k] not in known]
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(run_dir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    left = [f"{p.pid} {p.name()}" for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"left running after kill -9 and rm -r of the run dir: {left}"

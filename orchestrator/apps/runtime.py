@@ -25,9 +25,9 @@ from orchestrator.apps.failures import FailureReason, failure_record, parse_reas
 TRACEBACK_TAIL = 4000
 """Characters of a failing task's traceback that are sent back."""
 
-TASK_ID_KEY = "_orch_task_id"
-"""Keyword a local site adds to a task's call (removed before ``fn`` runs): orch's task id,
-which names the task's files in the site's control folder (``context['control_dir']``)."""
+TASK_UUID_ENV = "GC_TASK_UUID"
+"""Set by the Globus Compute engine's ``execute_task`` to the id of the task it runs: a local
+site's control files are named by it (``context['control_dir']``)."""
 
 CANCEL_SIGNAL = signal.SIGUSR2
 """The signal orch sends a worker to stop the task it runs (``orch cancel``)."""
@@ -96,8 +96,11 @@ def _cancellable(task_id: str | None, control_dir: str | None) -> Iterator[None]
         _cancel_handler_installed = True
     _cancel_flag = flag
     try:
-        running.parent.mkdir(parents=True, exist_ok=True)
         running.write_text(str(os.getpid()))
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            running.parent.mkdir(parents=True, exist_ok=True)
+            running.write_text(str(os.getpid()))
     except OSError:  # no control folder here: the task runs, and cannot be stopped early
         pass
     try:
@@ -163,7 +166,8 @@ def run_task(
         context: Site-specific settings visible to ``fn`` through :func:`task_context`;
             ``walltime`` (seconds) there stops the call with :class:`TaskTimeout`;
             ``control_dir`` there (with ``task_id``) lets orch cancel it.
-        task_id: Orch's id of the task (local sites), for cancelling it.
+        task_id: The name of the task's control files (default: the engine's
+            :data:`TASK_UUID_ENV`), for cancelling it.
 
     Returns:
         A dict with ``ok``, ``value`` (when ok), ``failure`` (when not ok: a
@@ -187,8 +191,11 @@ def run_task(
             from orchestrator.apps.proxies import resolve_arguments
 
             args, kwargs = resolve_arguments(args, kwargs)
+        control_dir = (context or {}).get("control_dir")
+        if control_dir and task_id is None:
+            task_id = os.environ.get(TASK_UUID_ENV)
         with (
-            _cancellable(task_id, (context or {}).get("control_dir")),
+            _cancellable(task_id, control_dir),
             _walltime((context or {}).get("walltime")),
         ):
             value = fn(*args, **kwargs)
@@ -250,5 +257,4 @@ class TaskWrapper:
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict:
         """Run the wrapped function on this worker and describe the outcome."""
-        task_id = kwargs.pop(TASK_ID_KEY, None)
-        return run_task(self.fn, args, kwargs, self.context, task_id=task_id)
+        return run_task(self.fn, args, kwargs, self.context)

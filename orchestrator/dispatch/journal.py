@@ -100,8 +100,6 @@ CREATE TABLE IF NOT EXISTS objective (
     task_id TEXT,
     value REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_state ON events (state);
-CREATE INDEX IF NOT EXISTS events_task ON events (task_id);
 """
 
 _RESULT_COLUMNS = {

@@ -222,12 +222,16 @@ def read_status(run_dir: Path) -> dict[str, Any]:
             (UNFINISHED_LISTED,),
         ):
             unfinished.append({"task_id": task_id, "method": method, "created": created_at})
+        latest: dict[str, tuple[str, str | None]] = {}
+        if unfinished:  # one pass over the events (no index: it would slow every insert)
+            marks = ",".join("?" * len(unfinished))
+            for task_id, what, site in db.execute(
+                f"SELECT task_id, state, site FROM events WHERE task_id IN ({marks}) ORDER BY seq",
+                [t["task_id"] for t in unfinished],
+            ):
+                latest[task_id] = (what, site)
         for task in unfinished:
-            row = db.execute(
-                "SELECT state, site FROM events WHERE task_id = ? ORDER BY seq DESC LIMIT 1",
-                (task["task_id"],),
-            ).fetchone()
-            task["state"], task["site"] = row if row else ("created", None)
+            task["state"], task["site"] = latest.get(task["task_id"], ("created", None))
         control = []
         if "control" in tables:
             for at, action, target, user, outcome in db.execute(

@@ -28,7 +28,7 @@ from globus_compute_endpoint.engines.base import GCFuture
 from globus_compute_sdk.serialize import ComputeSerializer
 from parsl.providers import LocalProvider
 
-from orchestrator.apps.runtime import CANCEL_SIGNAL, TASK_ID_KEY, TaskWrapper, control_files
+from orchestrator.apps.runtime import CANCEL_SIGNAL, TaskWrapper, control_files
 from orchestrator.config.sites import SiteConfig
 from orchestrator.containers.plan import plan_for
 from orchestrator.exceptions import SiteUnavailableError
@@ -144,6 +144,7 @@ class LocalSite(Site):
         self._started_at = 0.0
         self._pool_seen = False
         self._drops = 0  # results still to drop (fault injection)
+        self._engine_ids: dict[str, str] = {}  # orch's task id -> the engine's (cancel)
         self.container_plan = plan_for(
             config, run_dir.resolve(), self.working_dir, self._extra_paths
         )
@@ -171,6 +172,7 @@ class LocalSite(Site):
         if not path.startswith(bin_dir + os.pathsep):
             os.environ["PATH"] = bin_dir + os.pathsep + path
         self.working_dir.mkdir(parents=True, exist_ok=True)
+        self.control_dir.mkdir(exist_ok=True)
         accelerators = list(self.config.accelerators)
         container: dict[str, Any] = {}
         plan = self.container_plan
@@ -222,8 +224,9 @@ class LocalSite(Site):
     ) -> Future[Any]:
         """Pack the call and hand it to the engine; the future completes with packed bytes.
 
-        ``task_id`` travels with the call (the worker's wrapper takes it out) so that
-        :meth:`cancel` can find and stop the task on its worker.
+        ``task_id`` (orch's) is mapped to the engine's id of the task, which names its
+        control files on the worker (``GC_TASK_UUID``), so that :meth:`cancel` can find and
+        stop it there.
 
         The future returned is orch's own, completed from the engine's: when the engine loses
         the task, or the site goes down, orch completes it with the failure itself.
@@ -238,11 +241,11 @@ class LocalSite(Site):
                 context = {**context, "walltime": walltime}
             packed_function = _SERIALIZER.serialize(TaskWrapper(fn, context))
             self._packed[(fn, walltime)] = packed_function
-        if task_id is not None:
-            kwargs = {**kwargs, TASK_ID_KEY: task_id}
         engine_task = uuid.uuid4()
         packed = pack_call(engine_task, fn, args, kwargs, packed_function)
         engine_future = GCFuture(engine_task)
+        if task_id is not None:
+            self._engine_ids[task_id] = str(engine_task)
         future: Future[Any] = Future()
         future.input_size = len(packed)  # type: ignore[attr-defined]
         with self._pending_lock:
@@ -251,13 +254,15 @@ class LocalSite(Site):
             if drop:
                 self._drops -= 1
         if not drop:
-            engine_future.add_done_callback(lambda done: self._relay(done, future))
+            engine_future.add_done_callback(lambda done: self._relay(done, future, task_id))
         engine.submit(engine_future, packed, {})
         return future
 
-    def _relay(self, done: Future[Any], future: Future[Any]) -> None:
+    def _relay(self, done: Future[Any], future: Future[Any], task_id: str | None) -> None:
         with self._pending_lock:
             self._pending.pop(future, None)
+        if task_id is not None:
+            self._engine_ids.pop(task_id, None)
         try:
             value = done.result()
         except BaseException as exc:  # noqa: BLE001 - handed on as the task's failure
@@ -414,7 +419,10 @@ class LocalSite(Site):
         :data:`CANCEL_SIGNAL`, which stops it and ends the processes it started; a worker
         that has not stopped it within :data:`CANCEL_KILL_S` s is killed, with its children.
         """
-        running, flag = control_files(self.control_dir, task_id)
+        engine_id = self._engine_ids.get(task_id)
+        if engine_id is None:
+            return "the site holds no task of that id (its result may be on its way)"
+        running, flag = control_files(self.control_dir, engine_id)
         try:
             self.control_dir.mkdir(parents=True, exist_ok=True)
             flag.touch()
