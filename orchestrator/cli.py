@@ -729,9 +729,12 @@ def cancel(
     end); on a Globus site its result is ignored and its slot freed.
     """
     if not task_ids and method is None:
-        fail("cancel: give task ids (from orch status or the results files) or --method NAME")
+        fail(
+            "cancel: no task given; give task ids (from orch status or the results files) or "
+            "--method NAME"
+        )
     if task_ids and method is not None:
-        fail("cancel: give task ids or --method, not both")
+        fail("cancel: task ids and --method given together; give one or the other")
     _control(run_dir, "cancel", tasks=task_ids or [], method=method)
 
 
