@@ -29,7 +29,6 @@ import re
 import sqlite3
 import tempfile
 import time
-import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from contextlib import closing
@@ -40,10 +39,12 @@ from typing import Any
 import numpy as np
 
 from orchestrator.exceptions import ConfigError
+from orchestrator.observe.reading import JOURNAL_NAME, open_readonly
+from orchestrator.observe.reading import connect as _connect
+from orchestrator.observe.reading import wal_path as _wal
 
 logger = logging.getLogger(__name__)
 
-JOURNAL_NAME = "journal.sqlite"  # the name orchestrator.dispatch.journal writes
 REPORT_NAME = "report.html"
 """File name of the report inside a run directory (the default output)."""
 MLFLOW_DB = Path("mlflow") / "mlflow.db"
@@ -338,50 +339,6 @@ class ReportData:
 
 
 # -- reading the journal ----------------------------------------------------------------------
-
-
-def _wal(path: Path) -> Path:
-    return path.with_name(f"{path.name}-wal")
-
-
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection to an SQLite file that leaves no file behind.
-
-    A WAL-mode database with a write-ahead log (a writer has it open, or died with it open)
-    is opened ``mode=ro``: readers share the log's index with the writer and never block it.
-    Without a log no writer has the database open, and it is opened ``immutable``: a plain
-    read-only open of a WAL database would create ``-wal`` and ``-shm`` files (and fail in a
-    directory the reader cannot write). A caller that must not miss a writer starting
-    meanwhile checks :func:`_wal` again after reading (:func:`collect` reads again then).
-
-    Raises:
-        sqlite3.Error: the file cannot be opened as a database.
-    """
-    flags = "mode=ro" if _wal(path).exists() else "mode=ro&immutable=1"
-    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?{flags}"
-    db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
-    try:
-        db.execute("SELECT 1 FROM sqlite_master LIMIT 1")
-    except sqlite3.Error:
-        db.close()
-        raise
-    return db
-
-
-def _connect(run_dir: Path) -> sqlite3.Connection:
-    path = run_dir / JOURNAL_NAME
-    if not path.is_file():
-        where = "no such directory" if not run_dir.is_dir() else f"no {JOURNAL_NAME} in it"
-        raise ConfigError(
-            f"{run_dir}: not a campaign run directory ({where}); give the 'run dir:' that "
-            "`orch launch` printed"
-        )
-    try:
-        return open_readonly(path)
-    except sqlite3.Error as exc:
-        raise ConfigError(
-            f"{path}: cannot read the journal ({exc}); check that it is a campaign journal"
-        ) from None
 
 
 class _Journal:

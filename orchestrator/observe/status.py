@@ -16,9 +16,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from orchestrator.exceptions import ConfigError
-
-JOURNAL_NAME = "journal.sqlite"  # the same name orchestrator.dispatch.journal writes
+from orchestrator.observe.reading import connect
 
 STALE_S = 5.0
 """A live snapshot older than this, from a process that is gone, means orch has stopped."""
@@ -28,28 +26,6 @@ LAST_FAILURES = 10
 
 UNFINISHED_LISTED = 50
 """Unfinished tasks listed by id in the status (the oldest), for ``orch cancel``."""
-
-
-def open_readonly(run_dir: Path) -> sqlite3.Connection:
-    """A read-only connection to ``run_dir``'s journal.
-
-    Raises:
-        ConfigError: ``run_dir`` holds no journal (one line, with what to give instead).
-    """
-    path = run_dir / JOURNAL_NAME
-    if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir}: no such directory; give the 'run dir:' orch launch printed")
-    if not path.is_file():
-        raise ConfigError(
-            f"{run_dir}: not a run directory ({JOURNAL_NAME} is missing); give the 'run dir:' "
-            "that `orch launch` printed"
-        )
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-        db.execute("SELECT 1 FROM meta LIMIT 1")
-    except sqlite3.Error as exc:
-        raise ConfigError(f"{path}: cannot read the journal ({exc})") from None
-    return db
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:
@@ -98,7 +74,8 @@ def read_status(run_dir: Path) -> dict[str, Any]:
         ConfigError: ``run_dir`` holds no readable journal.
     """
     now = time.time()
-    with closing(open_readonly(run_dir)) as db:
+    with closing(connect(run_dir)) as db:
+        db.execute("BEGIN")  # one read transaction: every count from the same moment
         tables = _tables(db)
         meta = _meta(db)
         live: dict[str, Any] = meta.get("live") or {}
