@@ -676,7 +676,9 @@ def status(
         print(json.dumps(current, default=str))
         return
     if not watch:
-        out.print(render(current))
+        # piped: wide enough for the tables (rich would fold them to 80 columns)
+        shown = out if out.is_terminal else Console(width=140)
+        shown.print(render(current))
         return
     from rich.live import Live
 

@@ -293,7 +293,8 @@ def render(status: dict[str, Any]) -> Any:
     totals = status["totals"]
     head += (
         f"\ntasks: {totals['tasks']}  done {totals['done']}  failed {totals['failed']}"
-        f"  unfinished {totals['unfinished']}  replayed {totals['replayed']}"
+        f" (cancelled {totals['cancelled']})  unfinished {totals['unfinished']}"
+        f"  replayed {totals['replayed']}"
     )
     progress = status.get("progress")
     if progress:
