@@ -91,8 +91,7 @@ class CampaignContext:
         options: The campaign's validated options (its ``Options`` model), or None.
         dispatcher: The campaign's dispatcher (capacity and site state are read from it).
         journal: The campaign's journal (progress and objective values go there).
-        registry: The model registry, or a function that returns it once its server has
-            started (None when the campaign versions no models).
+        registry: The model registry (None when the campaign versions no models).
     """
 
     def __init__(
@@ -108,7 +107,6 @@ class CampaignContext:
         self._dispatcher = dispatcher
         self._journal = journal
         self._registry = registry
-        self._registry_lock = threading.Lock()
         self._progress: dict[str, Any] | None = None
         self._callbacks: list[Callable[[str, int], None]] = []
         self.capacity_changed = threading.Event()
@@ -129,14 +127,8 @@ class CampaignContext:
 
     @property
     def registry(self) -> Any:
-        """The campaign's ``ModelRegistry`` (None when it versions no models).
-
-        Waits for the tracking server the first time, if it is still starting.
-        """
-        with self._registry_lock:
-            if callable(self._registry) and not hasattr(self._registry, "log_training"):
-                self._registry = self._registry()
-            return self._registry
+        """The campaign's ``ModelRegistry`` (None when it versions no models)."""
+        return self._registry
 
     def sites(self) -> list[SiteView]:
         """Every site of the campaign, as it is now."""
@@ -249,17 +241,6 @@ class CampaignContext:
     def progress(self) -> dict[str, Any] | None:
         """The last :meth:`set_progress`, as plain data (None before the first)."""
         return dict(self._progress) if self._progress is not None else None
-
-    def write_report(self, output: Path | None = None) -> Path:
-        """Write the run's HTML report now (``orch report``), to ``RUN_DIR/report.html``.
-
-        What the journal holds so far is in it: its queued state changes are committed first.
-        """
-        from orchestrator.observe.report import write_report
-
-        if self._journal is not None:
-            self._journal.flush()
-        return write_report(self._run_dir, output)
 
     def record_objective(self, value: float, task_id: str | None = None) -> None:
         """Journal one value of the campaign's ``objective`` (in the order they come).

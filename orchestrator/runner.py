@@ -573,7 +573,7 @@ def run_campaign(
         finally:
             control.stop()
             live.stop(state)
-            if thinker is not None and getattr(thinker, "report_at_end", False):
+            if state == "ended" and getattr(thinker, "report_at_end", False):
                 _write_report(journal, run_dir)
         per_site = {
             name: {"done": s.done, "failed": s.failed, "moved": s.moved, "in_flight": s.in_flight}
@@ -640,17 +640,14 @@ def _stop_gracefully(dispatcher: Dispatcher, grace: float, notify: Callable[[str
             notify(f"{len(stopped)} task(s) interrupted; `orch launch --resume` runs them again")
 
 
-def _run_interruptibly(
-    thinker: BaseThinker, halt: threading.Event | None = None, halted_by: Sequence[str] = ()
-) -> None:
+def _run_interruptibly(thinker: BaseThinker, halt: threading.Event, halted_by: list[str]) -> None:
     """Run the thinker in a thread so the main thread stays responsive to Ctrl-C and halt.
 
     Raises:
-        Halted: ``halt`` was set (``orch halt``).
+        Halted: ``halt`` was set (``orch halt``; ``halted_by`` names who asked).
     """
     runner = threading.Thread(target=thinker.run, name="orch-thinker", daemon=True)
     runner.start()
     while runner.is_alive():
-        if halt is not None and halt.wait(0.2):
+        if halt.wait(0.2):
             raise Halted(halted_by[0] if halted_by else "?")
-        runner.join(timeout=0 if halt is not None else 0.2)

@@ -114,6 +114,16 @@ RETRIED_BY_DEFAULT: frozenset[FailureReason] = frozenset(r for r in FailureReaso
 _BY_NAME: dict[str, FailureReason] = {**{r.value: r for r in FailureReason}, **ALIASES}
 
 
+SUMMARY_CHARS = 300
+"""Characters of a failure message kept where one line stands for it (moves, the journal)."""
+
+
+def summary_line(message: Any) -> str:
+    """The last non-empty line of a failure message, cut to :data:`SUMMARY_CHARS` ("" if none)."""
+    lines = str(message or "").strip().splitlines()
+    return lines[-1][:SUMMARY_CHARS] if lines else ""
+
+
 def parse_reason(value: Any) -> FailureReason | str | None:
     """The member for a reason read back from a worker, a journal or a results file.
 

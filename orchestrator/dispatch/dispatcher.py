@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator.apps.failures import summary_line
 from orchestrator.dispatch.journal import Journal, input_key
 from orchestrator.dispatch.methods import MethodRegistry
 from orchestrator.dispatch.results import ResultsWriter
@@ -172,7 +173,6 @@ class Dispatcher:
         self.capacity_listeners: list[CapacityListener] = []
         """Called with ``(kind, workers)`` when the workers of a kind that take tasks change
         (a site went down, came back, was drained or undrained)."""
-        self._drained: set[str] = set()
         self._capacity: dict[str, int] = {}
         self.results = ResultsWriter(run_dir / "results")
         self._closed = False
@@ -247,7 +247,7 @@ class Dispatcher:
         best: Site | None = None
         best_key: tuple[bool, float, int] | None = None
         for site in self._by_kind[kind]:
-            if site.is_down or site.name in self._drained:
+            if site.is_down or self.stats[site.name].drained:
                 continue
             used = self._slots[site.name]
             if used + slots > site.config.in_flight_limit and used > 0:
@@ -317,7 +317,7 @@ class Dispatcher:
                         Move(
                             site=site.name,
                             reason=SITE_FAILURE,
-                            message=str(exc).strip()[:300],
+                            message=summary_line(exc),
                             time=time.time(),
                         )
                     )
@@ -437,7 +437,6 @@ class Dispatcher:
             else:
                 stats.failed += 1
             if self.journal is not None and task.attempt > 0:
-                lines = str(failure.get("message", "")).strip().splitlines()
                 self.journal.attempt(
                     task.task_id,
                     task.attempt,
@@ -448,7 +447,7 @@ class Dispatcher:
                     host=outcome.host,
                     pid=outcome.pid,
                     reason=None if outcome.ok else str(reason or failure.get("exception_type")),
-                    message=lines[-1][:300] if lines else None,
+                    message=summary_line(failure.get("message")) or None,
                 )
         if (
             not outcome.ok
@@ -459,12 +458,11 @@ class Dispatcher:
             method = self.methods.get(task.method)
             if method.should_retry(reason):
                 task.retries += 1
-                message = str(failure.get("message", "")).strip().splitlines()
                 task.moves.append(
                     Move(
                         site=site.name if site else None,
                         reason=str(reason or failure.get("exception_type", "failed")),
-                        message=message[-1][:300] if message else "",
+                        message=summary_line(failure.get("message")),
                         time=time.time(),
                     )
                 )
@@ -576,7 +574,7 @@ class Dispatcher:
         return sum(
             site.capacity
             for site in self._by_kind.get(kind, ())
-            if not site.is_down and site.name not in self._drained
+            if not site.is_down and not self.stats[site.name].drained
         )
 
     def _capacity_changed(self, kind: str) -> None:
@@ -612,13 +610,9 @@ class Dispatcher:
             KeyError: no such site.
         """
         site = self.site(name)
-        with self._lock:
-            was = name in self._drained
-            if drained:
-                self._drained.add(name)
-            else:
-                self._drained.discard(name)
-        self.stats[name].drained = drained
+        stats = self.stats[name]
+        with self._lock:  # placement reads it under the lock
+            was, stats.drained = stats.drained, drained
         if was == drained:
             return f"site {name} was already {'drained' if drained else 'taking tasks'}"
         if self.journal is not None:
@@ -696,7 +690,7 @@ class Dispatcher:
                 "failed": stats.failed,
                 "moved": stats.moved,
                 "down": site.down_reason,
-                "drained": site.name in self._drained,
+                "drained": stats.drained,
             }
         with self._lock:
             waiting = {kind: len(backlog) for kind, backlog in self._backlog.items()}

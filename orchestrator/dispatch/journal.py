@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.apps.failures import summary_line
 from orchestrator.exceptions import ConfigError
 from orchestrator.models import SITE_FAILURE, Result
 
@@ -292,10 +293,7 @@ class Journal:
             memo = False
         blob = _dump_result(result) if memo else None
         state = "done" if result.success else "failed"
-        message = None
-        if info is not None:
-            lines = str(info.message or "").strip().splitlines()
-            message = lines[-1][:300] if lines else None
+        message = summary_line(info.message) or None if info is not None else None
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO results (task_id, input_key, method, topic, success, "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import html
 import json
 import logging
 import os
@@ -62,7 +63,9 @@ class _Plots:
                 from orchestrator.observe.report import collect, plot_svgs
 
                 try:
-                    self._svgs = plot_svgs(collect(self.run_dir))
+                    # without the MLflow store: importing MLflow and copying the store every
+                    # few seconds is the report's job, not the live page's
+                    self._svgs = plot_svgs(collect(self.run_dir, models=False))
                 except ConfigError:
                     self._svgs = {}
                 self._at = time.monotonic()
@@ -79,7 +82,7 @@ def make_server(run_dir: Path, port: int = 0, token: str | None = None) -> Threa
 
     secret = token or secrets.token_urlsafe(18)
     plots = _Plots(run_dir)
-    page = PAGE.read_text().replace("__RUN_DIR__", _html_escape(str(run_dir)))
+    page = PAGE.read_text().replace("__RUN_DIR__", html.escape(str(run_dir)))
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "orch-dashboard"
@@ -188,25 +191,11 @@ def serve_dashboard(
     try:
         while thread.is_alive():
             thread.join(1.0)
-            if parent_pid is not None and not _alive(parent_pid):
+            if parent_pid is not None and os.getppid() != parent_pid:  # orch is gone
                 break
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return os.getppid() == pid
-
-
-def _html_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def main(argv: list[str] | None = None) -> int:

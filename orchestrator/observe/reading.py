@@ -6,13 +6,21 @@ campaign writes; SQLite's WAL lets them read while it writes, without blocking i
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 from orchestrator.exceptions import ConfigError
 
 JOURNAL_NAME = "journal.sqlite"  # the name orchestrator.dispatch.journal writes
+
+STALE_S = 5.0
+"""A "running" live snapshot older than this, from a process that is gone, means orch
+stopped without a last word (it was killed)."""
 
 
 def wal_path(path: Path) -> Path:
@@ -64,3 +72,43 @@ def connect(run_dir: Path) -> sqlite3.Connection:
         raise ConfigError(
             f"{path}: cannot read the journal ({exc}); check that it is a campaign journal"
         ) from None
+
+
+def read_meta(db: sqlite3.Connection) -> dict[str, Any]:
+    """The journal's ``meta`` table (JSON values decoded; {} when it has none)."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in db.execute("SELECT key, value FROM meta"):
+        try:
+            out[key] = json.loads(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def run_state(live: dict[str, Any]) -> str:
+    """The run's state from its live snapshot (``meta['live']``).
+
+    ``running``, ``ended``, ``halted``, ``interrupted``, ``failed`` as the campaign wrote it,
+    ``stopped`` when a "running" snapshot is stale and its orch is gone, ``unknown`` without
+    a snapshot (a journal older than the snapshots).
+    """
+    state = str(live.get("state") or "unknown")
+    stamp = live.get("time")
+    if state == "running" and isinstance(stamp, int | float):
+        if time.time() - stamp > STALE_S and not _alive(live.get("pid")):
+            return "stopped"
+    return state

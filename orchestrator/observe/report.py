@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import logging
 import math
 import os
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.exceptions import ConfigError
-from orchestrator.observe.reading import JOURNAL_NAME, open_readonly
+from orchestrator.observe.reading import JOURNAL_NAME, open_readonly, read_meta, run_state
 from orchestrator.observe.reading import connect as _connect
 from orchestrator.observe.reading import wal_path as _wal
 
@@ -68,8 +67,6 @@ HOPS: tuple[tuple[str, str, str], ...] = (
 """The hops of a task's life: key, the two timestamps, what the time is spent on."""
 
 NOT_RECORDED = "not recorded in this run"
-STALE_S = 10.0
-"""A "running" snapshot older than this, from a process that is gone, means orch stopped."""
 
 _SITE_EVENTS = ("site_down", "site_up", "drained", "undrained")
 
@@ -368,15 +365,7 @@ class _Journal:
         return row[0] if row else None
 
     def meta(self) -> dict[str, Any]:
-        if not self.has("meta"):
-            return {}
-        out: dict[str, Any] = {}
-        for key, value in self.rows("SELECT key, value FROM meta"):
-            try:
-                out[key] = json.loads(value)
-            except (TypeError, ValueError):
-                out[key] = value
-        return out
+        return read_meta(self.db)
 
 
 def _f(value: Any) -> float:
@@ -565,7 +554,7 @@ def _collect(run_dir: Path, j: _Journal) -> ReportData:
     return ReportData(
         run_dir=run_dir,
         campaign=str(meta.get("campaign") or run_dir.name),
-        state=_state(live),
+        state=run_state(live),
         t0=t0,
         t1=t1,
         launched=launched,
@@ -586,28 +575,6 @@ def _collect(run_dir: Path, j: _Journal) -> ReportData:
         objective=objective,
         notes=notes,
     )
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return True
-
-
-def _state(live: dict[str, Any]) -> str:
-    """The run's state from its live snapshot; ``stopped`` when a "running" orch is gone."""
-    state = str(live.get("state") or "unknown")
-    stamp = live.get("time")
-    if state == "running" and isinstance(stamp, int | float):
-        if time.time() - stamp > STALE_S and not _alive(live.get("pid")):
-            return "stopped"  # killed without a last word
-    return state
 
 
 def _sites(j: _Journal, meta: dict[str, Any], live: dict[str, Any]) -> list[SiteSummary]:

@@ -7,8 +7,6 @@ running, waiting in orch) comes from the live snapshot the campaign writes every
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 import statistics
 import time
@@ -16,10 +14,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from orchestrator.observe.reading import connect
-
-STALE_S = 5.0
-"""A live snapshot older than this, from a process that is gone, means orch has stopped."""
+from orchestrator.observe.reading import connect, read_meta, run_state
 
 LAST_FAILURES = 10
 """Failures listed in the status (the newest)."""
@@ -34,28 +29,6 @@ def _tables(db: sqlite3.Connection) -> set[str]:
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-
-
-def _meta(db: sqlite3.Connection) -> dict[str, Any]:
-    out = {}
-    for key, value in db.execute("SELECT key, value FROM meta"):
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -77,13 +50,9 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     with closing(connect(run_dir)) as db:
         db.execute("BEGIN")  # one read transaction: every count from the same moment
         tables = _tables(db)
-        meta = _meta(db)
+        meta = read_meta(db)
         live: dict[str, Any] = meta.get("live") or {}
-        state = str(live.get("state") or "unknown")
-        if state == "running" and not (
-            _alive(live.get("pid")) or now - float(live.get("time") or 0) < STALE_S
-        ):
-            state = "stopped"  # orch ended without a last word (killed)
+        state = run_state(live)
         # -- sites ----------------------------------------------------------------------------
         info = {s["name"]: dict(s) for s in meta.get("site_info") or []}
         for name, site in (live.get("sites") or {}).items():
