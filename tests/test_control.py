@@ -312,6 +312,19 @@ CLIENT = (
 )
 
 
+def halt_as(run_dir: Path, nobody: bool) -> subprocess.CompletedProcess:
+    """Ask the campaign in ``run_dir`` to halt, as user ``nobody`` or as this user."""
+    python = python_for_others() if nobody else sys.executable
+    return subprocess.run(
+        [python, "-c", CLIENT, str(run_dir), str(HERE.parent)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        user=_nobody() if nobody else None,
+        cwd="/",
+    )
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="acting as another user needs root here")
 def test_another_user_is_refused(tmp_path):
     # a run directory others can enter, so what refuses them is the control channel itself
@@ -326,14 +339,7 @@ def test_another_user_is_refused(tmp_path):
             run_dir.chmod(0o755)
             socket_path = run_dir / "control.sock"
             assert socket_path.stat().st_mode & 0o777 == 0o600
-            other = subprocess.run(
-                [python_for_others(), "-c", CLIENT, str(run_dir), str(HERE.parent)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                user=_nobody(),
-                cwd="/",
-            )
+            other = halt_as(run_dir, nobody=True)
             assert other.returncode == 2, other.stderr
             assert "permission denied" in other.stdout and "belongs to user root" in other.stdout
             assert status(run_dir)["state"] == "running"  # nothing happened
@@ -368,23 +374,11 @@ def test_peer_check_refuses_another_user_even_on_an_open_socket(tmp_path):
     try:
         base.chmod(0o755)
         os.chmod(base / "control.sock", 0o666)  # as if someone opened it up
-        other = subprocess.run(
-            [python_for_others(), "-c", CLIENT, str(base), str(HERE.parent)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            user=_nobody(),
-            cwd="/",
-        )
+        other = halt_as(base, nobody=True)
         assert other.returncode == 0, other.stderr
         assert other.stdout.startswith("False refused: this run belongs to user root")
         assert calls == [] and refused == [("nobody", "halt")]
-        mine = subprocess.run(
-            [sys.executable, "-c", CLIENT, str(base), str(HERE.parent)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        mine = halt_as(base, nobody=False)
         assert mine.stdout.strip() == "True done" and calls == ["root"]
     finally:
         server.stop()
