@@ -30,6 +30,7 @@ class Call:
     def __init__(self, fn: Callable[[], object]) -> None:
         self.value: object = None
         self.error: BaseException | None = None
+        self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
         self.thread.start()
 
@@ -38,6 +39,8 @@ class Call:
             self.value = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             self.error = exc
+        finally:
+            self.done.set()
 
     def result(self) -> object:
         self.thread.join(WAIT_S)

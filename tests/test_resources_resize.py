@@ -5,49 +5,16 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
 
 import pytest
+from test_resources import WAIT_S, Call, wait_for
 
 from orchestrator.thinker import ResourceCounter
 
-WAIT_S = 5.0  # generous bound on any wait; a passing test never comes close
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Wait until ``predicate()`` holds (observable state, not elapsed time)."""
-    pause = threading.Event()
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return
-        pause.wait(0.005)
-    raise AssertionError("condition never became true")
-
-
-class Call:
-    """Run ``fn`` in a thread and keep its return value."""
-
-    def __init__(self, fn: Callable[[], object]) -> None:
-        self.value: object = None
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self.thread.start()
-
-    def _run(self, fn: Callable[[], object]) -> None:
-        try:
-            self.value = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            self.error = exc
-        finally:
-            self.done.set()
-
-    def result(self) -> object:
-        self.thread.join(WAIT_S)
-        assert not self.thread.is_alive(), "call did not return"
-        if self.error is not None:
-            raise self.error
-        return self.value
+@pytest.fixture
+def rec() -> ResourceCounter:
+    return ResourceCounter(8, ["ml", "sim"])
 
 
 def pools_of(rec: ResourceCounter) -> list[str | None]:
@@ -70,11 +37,6 @@ def check_invariants(rec: ResourceCounter) -> None:
             pool_owed = rec._owed[pool]
             assert 0 <= avail <= alloc, repr(rec)
             assert 0 <= pool_owed <= alloc - avail, (pool, repr(rec))
-
-
-@pytest.fixture
-def rec() -> ResourceCounter:
-    return ResourceCounter(8, ["ml", "sim"])
 
 
 # --------------------------------------------------------------------- growing
