@@ -173,7 +173,8 @@ class Dispatcher:
         self.capacity_listeners: list[CapacityListener] = []
         """Called with ``(kind, workers)`` when the workers of a kind that take tasks change
         (a site went down, came back, was drained or undrained)."""
-        self._capacity: dict[str, int] = {}
+        self._capacity = {kind: self.capacity(kind) for kind in self._by_kind}
+        """Workers per kind as last told to the capacity listeners (to tell changes only)."""
         self.results = ResultsWriter(run_dir / "results")
         self._closed = False
         self._idle = threading.Condition(self._lock)
@@ -184,7 +185,6 @@ class Dispatcher:
         self.lost_tasks = 0
         """Tasks found lost at a site (their result never came) and failed by orch."""
         self._monitor_interval = monitor_interval
-        self._capacity = {kind: self.capacity(kind) for kind in self._by_kind}
         self._monitor = threading.Thread(target=self._watch, name="orch-monitor", daemon=True)
         self._monitor.start()
 

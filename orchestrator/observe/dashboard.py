@@ -77,7 +77,7 @@ def make_server(run_dir: Path, port: int = 0, token: str | None = None) -> Threa
 
     The token is the server's attribute ``token``; its URL is ``server.url``.
     """
-    from orchestrator.control import ControlError, request
+    from orchestrator.control import ACTIONS, ControlError, request
     from orchestrator.observe.status import read_status
 
     secret = token or secrets.token_urlsafe(18)
@@ -147,7 +147,7 @@ def make_server(run_dir: Path, port: int = 0, token: str | None = None) -> Threa
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(min(length, 1 << 20)) or b"{}")
                 action = str(body["action"])
-                if action not in ("cancel", "drain", "undrain", "halt"):
+                if action not in ACTIONS or action == "ping":
                     raise ValueError(f"unknown action {action!r}")
             except (ValueError, KeyError, TypeError) as exc:
                 self._json(HTTPStatus.BAD_REQUEST, {"ok": False, "message": f"bad request: {exc}"})
