@@ -6,6 +6,7 @@ to ``GlobusComputeEngine.submit``, so the worker runs the same ``execute_task`` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -424,7 +425,6 @@ class LocalSite(Site):
             return "the site holds no task of that id (its result may be on its way)"
         running, flag = control_files(self.control_dir, engine_id)
         try:
-            self.control_dir.mkdir(parents=True, exist_ok=True)
             flag.touch()
         except OSError as exc:
             return f"cannot flag it in {self.control_dir} ({exc.strerror})"
@@ -448,13 +448,8 @@ class LocalSite(Site):
         logger.warning(
             "site %s: worker %d did not stop its cancelled task; killing it", self.name, pid
         )
-        try:
-            worker = psutil.Process(pid)
-            family = [*worker.children(recursive=True), worker]
-        except psutil.Error:
-            return
-        for proc in family:
-            _signal(proc.pid, signal.SIGKILL, "worker")
+        with contextlib.suppress(psutil.Error):
+            _kill_family(psutil.Process(pid), "worker")
 
     def try_revive(self) -> bool:
         """Replace a dead engine by a fresh one (new interchange and workers).
@@ -582,9 +577,14 @@ def _signal(pid: int, signum: signal.Signals, what: str) -> str | None:
 def _end_pools(engine: GlobusComputeEngine) -> None:
     """SIGKILL the engine's worker pools and everything they started."""
     for pool in htex.pool_processes(engine):
-        try:
-            family = [*pool.children(recursive=True), pool]
-        except psutil.Error:
-            continue
-        for proc in family:
-            _signal(proc.pid, signal.SIGKILL, "worker pool")
+        _kill_family(pool, "worker pool")
+
+
+def _kill_family(proc: psutil.Process, what: str) -> None:
+    """SIGKILL ``proc`` and every process it started."""
+    try:
+        family = [*proc.children(recursive=True), proc]
+    except psutil.Error:
+        return
+    for member in family:
+        _signal(member.pid, signal.SIGKILL, what)
