@@ -265,6 +265,7 @@ def launch(
         )
     _setup_logging(run_dir / "orch.log", verbose)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    _dump_stacks_on_sigusr1(run_dir / "orch.log")
 
     on_session = None
     if progress:
@@ -464,6 +465,18 @@ def deploy(
                 out.print(f"{result.site}: wrote {path}", highlight=False, soft_wrap=True)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
+
+
+_STACK_DUMP_FILES: list[Any] = []  # kept open: faulthandler writes to them from a signal
+
+
+def _dump_stacks_on_sigusr1(log_file: Path) -> None:
+    """``kill -USR1 <orch pid>`` appends every thread's stack to the run's log (a hang)."""
+    import faulthandler
+
+    handle = open(log_file, "a")  # noqa: SIM115 - open for the process's life
+    _STACK_DUMP_FILES.append(handle)
+    faulthandler.register(signal.SIGUSR1, file=handle, all_threads=True)
 
 
 def _start_dashboard(run_dir: Path, port: int | None) -> Any:

@@ -78,7 +78,17 @@ def test_soak_under_faults_with_a_kill_and_a_resume(tmp_path):
     started = time.monotonic()
     while finished(run_dir) < COUNT // 3:
         assert first.poll() is None, first.communicate()
-        assert time.monotonic() - started < 400, "the soak made no progress"
+        if time.monotonic() - started > 400:  # a hang: keep every thread's stack, then fail
+            first.send_signal(signal.SIGUSR1)
+            log_file, deadline = run_dir / "orch.log", time.monotonic() + 10
+            while "most recent call first" not in log_file.read_text(errors="replace"):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            first.kill()
+            first.communicate(timeout=30)
+            log = log_file.read_text(errors="replace")
+            pytest.fail(f"the soak made no progress; orch's threads:\n{log[-20000:]}")
         time.sleep(0.05)
     tag = read_record(run_dir)["tag"]
     first.send_signal(signal.SIGKILL)
