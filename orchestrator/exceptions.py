@@ -17,8 +17,17 @@ class CampaignError(OrchError):
     """The campaign's own code failed outside an agent (e.g. its constructor raised)."""
 
 
-class TimeoutException(OrchError, TimeoutError):
-    """``get_result`` waited longer than its timeout (same name as Colmena's)."""
+class TimeoutException(BaseException):
+    """``get_result`` waited longer than its timeout (Colmena's name and base class).
+
+    Like Colmena's, it derives from ``BaseException``, not ``Exception``: an ``except
+    Exception`` around ``get_result(timeout=...)`` meant for the task's errors does not
+    swallow the timeout. Catch it by name.
+    """
+
+
+class KillSignalException(BaseException):
+    """The queues were closed by ``send_kill_signal`` (Colmena's name and base class)."""
 
 
 class UnknownTopicError(OrchError, ValueError):

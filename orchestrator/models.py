@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import time
 import uuid
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.apps.failures import (
     ALIASES,
@@ -23,6 +26,7 @@ __all__ = [
     "ALIASES",
     "CANCELLED",
     "INTERRUPTED",
+    "ColmenaTimestamps",
     "RETRIED_BY_DEFAULT",
     "SITE_FAILURE",
     "TIMEOUT",
@@ -33,7 +37,9 @@ __all__ = [
     "Result",
     "Sizes",
     "Task",
+    "TimeSpans",
     "Timestamps",
+    "WorkerInformation",
     "failure_record",
     "parse_reason",
 ]
@@ -90,6 +96,12 @@ class FailureInfo(BaseModel):
     def _known_reason(cls, value: Any) -> FailureReason | str | None:
         return parse_reason(value)
 
+    @property
+    def exception(self) -> str:
+        """The exception as Colmena's ``failure_info.exception`` has it: ``repr(exc)``."""
+        name = self.exception_type.rpartition(".")[2] or self.exception_type
+        return f"{name}({self.message!r})"
+
     def record(self) -> FailureRecord:
         """This failure as plain data (the wire and ``Outcome.failure`` form)."""
         return failure_record(
@@ -145,8 +157,81 @@ class Sizes(BaseModel):
     value: int | None = None
 
 
+_NAN = math.nan
+
+
+class ColmenaTimestamps(BaseModel):
+    """A task's hops under Colmena's names (``result.timestamp``), NaN where unknown.
+
+    orch's own names are in ``result.timestamps``; the two name the same moments: the
+    thinker is its own task server, so the request is received when it is created.
+    """
+
+    created: float
+    input_received: float = Field(default=_NAN, description="The dispatcher took the request")
+    start_task_submission: float = Field(default=_NAN, description="Handed to a site")
+    compute_started: float = Field(default=_NAN, description="Function started on the worker")
+    compute_ended: float = Field(default=_NAN, description="Function finished on the worker")
+    task_received: float = Field(default=_NAN, description="Outcome back in the orchestrator")
+    result_sent: float = Field(default=_NAN, description="Put in the topic's queue")
+    result_received: float = Field(default=_NAN, description="Taken by the thinker")
+
+
+class TimeSpans(BaseModel):
+    """Seconds between a task's events, under Colmena's names (``result.time``)."""
+
+    running: float = Field(default=_NAN, description="Run time of the function on the worker")
+    serialize_inputs: float = _NAN
+    deserialize_inputs: float = _NAN
+    serialize_results: float = _NAN
+    deserialize_results: float = _NAN
+    async_resolve_proxies: float = _NAN
+    proxy: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    additional: dict[str, float] = Field(
+        default_factory=dict,
+        description="orch's own spans: queued (sent - created), transfer (returned - finished)",
+    )
+
+
+class WorkerInformation(BaseModel):
+    """The worker that ran a task (Colmena's ``result.worker_info``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hostname: str | None = None
+    pid: int | None = None
+
+
+def _nan(value: float | None) -> float:
+    return _NAN if value is None else value
+
+
+def _colmena_inputs(values: Any) -> Any:
+    """Read Colmena's ``inputs=(args, kwargs)`` and give a hand-made result its defaults."""
+    if not isinstance(values, dict):
+        return values
+    values = dict(values)
+    inputs = values.pop("inputs", None)
+    if inputs is not None:
+        args, kwargs = inputs
+        values.setdefault("args", tuple(args))
+        values.setdefault("kwargs", dict(kwargs))
+    values.setdefault("task_id", str(uuid.uuid4()))
+    values.setdefault("topic", "default")
+    if values.get("method") is None:
+        values["method"] = ""
+    values.setdefault("timestamps", Timestamps(created=time.time()))
+    return values
+
+
 class Result(BaseModel):
-    """The outcome of one task, as the thinker sees it (a superset of Colmena's fields)."""
+    """The outcome of one task, as the thinker sees it (a superset of Colmena's fields).
+
+    Colmena's names read the same values: ``inputs``, ``timestamp`` (its timestamp names),
+    ``time`` (its time spans), ``message_sizes``, ``worker_info``, ``complete``,
+    ``failure_info.exception``, and ``json(exclude=...)``. A result can be made by hand as
+    in Colmena: ``Result(inputs=((1,), {}), value=4)``.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -186,8 +271,13 @@ class Result(BaseModel):
     )
     task_info: dict[str, Any] = Field(default_factory=dict)
     resources: dict[str, Any] = Field(default_factory=dict)
+    keep_inputs: bool = Field(
+        default=True, description="Whether the inputs were kept (else args/kwargs are empty)"
+    )
     timestamps: Timestamps
     sizes: Sizes = Field(default_factory=Sizes)
+
+    _read_colmena = model_validator(mode="before")(_colmena_inputs)
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         """Unpickle; a result journaled by an older orch gets the defaults of newer fields."""
@@ -198,6 +288,101 @@ class Result(BaseModel):
     def inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Positional and keyword inputs, Colmena-style (empty when not kept)."""
         return (self.args or (), self.kwargs or {})
+
+    @property
+    def complete(self) -> bool:
+        """Whether this is the task's final result (Colmena's field; orch has no other)."""
+        return self.success is not None
+
+    @property
+    def timestamp(self) -> ColmenaTimestamps:
+        """The task's hops under Colmena's names (NaN where not known)."""
+        t = self.timestamps
+        return ColmenaTimestamps(
+            created=t.created,
+            input_received=t.created,
+            start_task_submission=_nan(t.sent),
+            compute_started=_nan(t.started),
+            compute_ended=_nan(t.finished),
+            task_received=_nan(t.returned),
+            result_sent=_nan(t.returned),
+            result_received=_nan(t.received),
+        )
+
+    @property
+    def time(self) -> TimeSpans:
+        """Seconds between the task's events under Colmena's names (NaN where not known).
+
+        ``running`` is measured on the worker; orch does not time serialization apart, so
+        those spans are NaN; ``additional`` holds ``queued`` and ``transfer``.
+        """
+        t = self.timestamps
+        extra: dict[str, float] = {}
+        if t.sent is not None:
+            extra["queued"] = t.sent - t.created
+        if t.finished is not None and t.returned is not None:
+            extra["transfer"] = t.returned - t.finished
+        running = _NAN
+        if t.started is not None and t.finished is not None:
+            running = t.finished - t.started
+        return TimeSpans(running=running, additional=extra)
+
+    @property
+    def message_sizes(self) -> dict[str, int]:
+        """Serialized sizes in bytes, Colmena's ``{'inputs': ..., 'value': ...}``."""
+        return {k: v for k, v in self.sizes.model_dump().items() if v is not None}
+
+    @property
+    def worker_info(self) -> WorkerInformation | None:
+        """The worker that ran the task (``None`` when it ran nowhere)."""
+        if self.worker_host is None and self.worker_pid is None:
+            return None
+        return WorkerInformation(hostname=self.worker_host, pid=self.worker_pid)
+
+    def json(  # type: ignore[override]
+        self,
+        *,
+        include: Collection[str] | Mapping[str, Any] | None = None,
+        exclude: Collection[str] | Mapping[str, Any] | None = None,
+        exclude_none: bool = False,
+        indent: int | None = None,
+        **_: Any,
+    ) -> str:
+        """One JSON document with orch's fields and Colmena's (``inputs``, ``timestamp``...).
+
+        As in Colmena, ``exclude={'inputs'}`` leaves out the inputs (orch's ``args`` and
+        ``kwargs`` too) and ``exclude={'value'}`` the value; values JSON cannot hold are
+        written as their ``repr``, and a proxied value as ``{"proxy": true}``.
+
+        Args:
+            include: Only these top-level fields (a set, or a dict whose true values count).
+            exclude: Leave out these top-level fields (a set, or a dict as above).
+            exclude_none: Leave out fields that are ``None``.
+            indent: Indent the JSON by this many spaces.
+        """
+        model = self
+        if _is_proxy(self.value):
+            model = self.model_copy(update={"value": {"proxy": True}})
+        data: dict[str, Any] = model.model_dump(mode="json", fallback=repr)
+        data["inputs"] = [data.get("args") or [], data.get("kwargs") or {}]
+        data["timestamp"] = self.timestamp.model_dump(mode="json")
+        data["time"] = self.time.model_dump(mode="json")
+        data["message_sizes"] = self.message_sizes
+        info = self.worker_info
+        data["worker_info"] = None if info is None else info.model_dump(mode="json")
+        data["complete"] = self.complete
+        left_out = _names(exclude)
+        if "inputs" in left_out:
+            left_out |= {"args", "kwargs"}
+        kept = _names(include)
+        data = {
+            key: value
+            for key, value in data.items()
+            if key not in left_out
+            and (not kept or key in kept)
+            and not (exclude_none and value is None)
+        }
+        return json.dumps(data, indent=indent, default=repr)
 
     def to_json(self) -> str:
         """One JSON line; values that JSON cannot hold are written as their ``repr``.
@@ -240,8 +425,9 @@ class Task:
             task_id=self.task_id,
             method=self.method,
             topic=self.topic,
-            args=self.args if self.keep_inputs else None,
-            kwargs=self.kwargs if self.keep_inputs else None,
+            args=self.args if self.keep_inputs else (),
+            kwargs=self.kwargs if self.keep_inputs else {},
+            keep_inputs=self.keep_inputs,
             retries=self.retries,
             moves=list(self.moves),
             task_info=self.task_info,
@@ -250,6 +436,15 @@ class Task:
             model_version=self.model_version,
             **fields,
         )
+
+
+def _names(fields: Collection[str] | Mapping[str, Any] | None) -> set[str]:
+    """Top-level field names of an include/exclude argument (a set, or a dict of flags)."""
+    if fields is None:
+        return set()
+    if isinstance(fields, Mapping):
+        return {str(k) for k, v in fields.items() if v}
+    return {str(k) for k in fields}
 
 
 def _is_proxy(value: Any) -> bool:

@@ -270,6 +270,7 @@ def open_session(
     notify: Callable[[str], None] | None = None,
     site_wait: float = SITE_WAIT,
     faults: FaultSpec | None = None,
+    queues: Queues | None = None,
 ) -> Iterator[Session]:
     """Start the sites and wire queues to a dispatcher; stop everything on exit.
 
@@ -280,12 +281,15 @@ def open_session(
     deployment records of containerized sites are (``<sites_dir>/deploy/``); the pre-flight
     checks every site against them before the block runs. ``site_wait`` is how long tasks
     wait out an outage of every site of their kind; ``faults`` turns fault injection on.
+    ``queues``: use these (made earlier, e.g. by a Colmena main script) instead of new queues
+    for ``topics``; tasks they hold go out once the dispatcher is attached.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     with lifeline(run_dir):  # every engine process ends with orch, kill -9 included
         needed = methods.kinds()
         configs = [c for c in site_configs if c.kind in needed]
-        queues = Queues(topics)
+        if queues is None:
+            queues = Queues(topics)
         sites: list[Site] = []
         dispatcher: Dispatcher | None = None
         check_kinds(methods, {c.kind for c in configs})

@@ -40,6 +40,7 @@ __all__ = [
     "AgentKind",
     "AgentSpec",
     "BaseThinker",
+    "EventRound",
     "ThinkerQueues",
     "agent",
     "agent_spec",
@@ -66,7 +67,7 @@ class ThinkerQueues(Protocol):
     def send_inputs(
         self,
         *input_args: Any,
-        method: str,
+        method: str | None = None,
         topic: str = "default",
         keep_inputs: bool = True,
         resources: Any = None,
@@ -285,9 +286,10 @@ def event_responder(
 
     The thinker must have an attribute ``event_name`` holding a :class:`threading.Event`.
     Once it is set the method runs; when it returns, the agent waits for every other
-    responder to the same event to finish too. The last one to finish clears the event,
-    before any of them can look at it again, so each set runs every responder once; an
-    event set again while the responders run is absorbed by that round.
+    responder to the same event to finish too (responders that have stopped are not waited
+    for). The last one to finish clears the event, before any of them can look at it again,
+    so each set runs every responder once; an event set again while the responders run is
+    absorbed by that round. The first to have arrived logs that all responses are complete.
 
     With ``reallocate_resources``, a :class:`ReallocatorThread` runs alongside the method: it
     moves slots from ``gather_from`` to ``gather_to`` (up to ``max_slots``, ``slot_step`` at a
@@ -423,19 +425,75 @@ def _respond_to_event(
             reallocator.stop_event.set()
             reallocator.join()
 
-        try:
-            rank = barrier.wait()  # the last one to arrive clears the event (barrier action)
-        except threading.BrokenBarrierError:
-            # Another responder to this event has stopped, which only happens once the
-            # campaign is ending: do not wait for it.
-            event.clear()
-            return
+        rank = barrier.wait()  # the last one to arrive clears the event (the round's action)
         if rank == 0:
             thinker.logger.info(
                 "All responses to event %r complete. Time elapsed: %.4es",
                 event_name,
                 time.perf_counter() - start,
             )
+
+
+class EventRound:
+    """A barrier for the responders of one event, whose parties can leave.
+
+    Like :class:`threading.Barrier`, :meth:`wait` blocks until every party has arrived, runs
+    ``action`` in the last one to arrive, then lets them all go. Unlike it, a party that stops
+    (its agent ended) calls :meth:`leave` instead of breaking the barrier: the round then
+    waits for one party fewer, and those already released are unaffected, so the first
+    arrival still learns it was first (rank 0) and logs that every response is complete.
+
+    Args:
+        parties: Number of responders.
+        action: Called by the last arrival, before any party is released.
+    """
+
+    def __init__(self, parties: int, action: Callable[[], Any] | None = None) -> None:
+        self._cond = threading.Condition()
+        self._parties = parties
+        self._arrived = 0
+        self._generation = 0
+        self._action = action
+
+    @property
+    def parties(self) -> int:
+        """Responders still taking part."""
+        with self._cond:
+            return self._parties
+
+    @property
+    def n_waiting(self) -> int:
+        """Responders waiting in the current round."""
+        with self._cond:
+            return self._arrived
+
+    def wait(self) -> int:
+        """Arrive and wait for the others; return the arrival rank (0: the first)."""
+        with self._cond:
+            rank = self._arrived
+            self._arrived += 1
+            generation = self._generation
+            if self._arrived >= self._parties:
+                self._release()
+            else:
+                self._cond.wait_for(lambda: self._generation != generation)
+            return rank
+
+    def leave(self) -> None:
+        """Stop taking part; a round that waited only for this party completes."""
+        with self._cond:
+            self._parties = max(0, self._parties - 1)
+            if self._arrived and self._arrived >= self._parties:
+                self._release()
+
+    def _release(self) -> None:
+        try:
+            if self._action is not None:
+                self._action()
+        finally:
+            self._arrived = 0
+            self._generation += 1
+            self._cond.notify_all()
 
 
 # ---------------------------------------------------------------------- the thinker
@@ -458,7 +516,8 @@ class BaseThinker(threading.Thread):
     thread and returns when all have finished.
 
     Args:
-        queues: The campaign's queues (``send_inputs`` / ``get_result``).
+        queue: The campaign's queues (``send_inputs`` / ``get_result``); Colmena's name.
+            ``queues=`` is accepted as well.
         resource_counter: Slot accounting, needed by task submitters and reallocating event
             responders.
         daemon: Whether the thinker's own thread (with :meth:`start`) is a daemon.
@@ -471,16 +530,19 @@ class BaseThinker(threading.Thread):
         rec: The resource counter (Colmena's name); also :attr:`resource_counter`.
         done: Set to tell every agent to wind down.
         submitters_done: Set once every task submitter has finished.
-        barriers: One :class:`threading.Barrier` per event, shared by its responders.
+        barriers: One :class:`EventRound` per event, shared by its responders (a barrier
+            whose parties leave when they stop).
         agent_errors: ``(agent name, exception)`` for every agent that raised.
-        drain_results: Class attribute; if true, result processors keep taking results after
-            ``done`` until every task submitter has finished and the queues report no task in
-            flight (``queues.active_count == 0``, Colmena's behaviour). Never after an agent
-            failed. Default false: result processors stop as soon as ``done`` is set.
+        drain_results: Class attribute, default true (Colmena's behaviour): after ``done``,
+            result processors keep taking results until every task submitter has finished and
+            no task whose topic has a result processor is still in flight (results waiting on
+            a topic nobody processes do not keep the campaign alive). Never after an agent
+            failed: a failed campaign stops at once. Set it false to have result processors
+            stop as soon as ``done`` is set.
 
     """
 
-    drain_results: ClassVar[bool] = False
+    drain_results: ClassVar[bool] = True
 
     context: CampaignContext | None = None
     """The run's :class:`~orchestrator.context.CampaignContext` (run directory, options,
@@ -489,19 +551,30 @@ class BaseThinker(threading.Thread):
 
     def __init__(
         self,
-        queues: ThinkerQueues,
+        queue: ThinkerQueues | None = None,
         resource_counter: ResourceCounter | None = None,
         daemon: bool = True,
         logger_name: str | None = None,
+        *,
+        queues: ThinkerQueues | None = None,
         **thread_kwargs: Any,
     ) -> None:
+        if queue is not None and queues is not None and queue is not queues:
+            raise TypeError(f"{type(self).__name__}: give queue= or queues=, not both")
+        chosen = queue if queue is not None else queues
+        if chosen is None:
+            raise TypeError(f"{type(self).__name__}: missing the queues (first argument)")
         super().__init__(daemon=daemon, **thread_kwargs)
         self.logger_name = logger_name
-        self.queues = queues
+        self.queues: ThinkerQueues = chosen
+        set_role = getattr(chosen, "set_role", None)
+        if callable(set_role):
+            set_role("client")
         self.rec = resource_counter
         self.done = threading.Event()
         self.submitters_done = threading.Event()
-        self.barriers: dict[str, threading.Barrier] = {}
+        self.barriers: dict[str, EventRound] = {}
+        self._processed_topics: frozenset[str] = frozenset()
         self.agent_errors: list[tuple[str, BaseException]] = []
         self._agent_failed = threading.Event()
         self._bookkeeping = threading.Lock()
@@ -586,9 +659,12 @@ class BaseThinker(threading.Thread):
             s.event_name for s in specs.values() if s is not None and s.kind == "event_responder"
         )
         self.barriers = {
-            str(name): threading.Barrier(n, action=functools.partial(self._clear_event, str(name)))
+            str(name): EventRound(n, action=functools.partial(self._clear_event, str(name)))
             for name, n in responders.items()
         }
+        self._processed_topics = frozenset(
+            s.topic for s in specs.values() if s is not None and s.topic is not None
+        )
         self._active_submitters = sum(
             1 for s in specs.values() if s is not None and s.kind == "task_submitter"
         )
@@ -639,8 +715,8 @@ class BaseThinker(threading.Thread):
             self.done.set()
         finally:
             if spec.kind == "event_responder" and spec.event_name in self.barriers:
-                # Responders still waiting for this one would wait for ever.
-                self.barriers[spec.event_name].abort()
+                # Responders still waiting for this one must not wait for it any more.
+                self.barriers[spec.event_name].leave()
             if spec.kind == "task_submitter":
                 with self._bookkeeping:
                     self._active_submitters -= 1
@@ -668,5 +744,9 @@ class BaseThinker(threading.Thread):
             return False
         if not self.submitters_done.is_set():
             return True
-        active = getattr(self.queues, "active_count", 0)
+        active_in = getattr(self.queues, "active_in", None)
+        if callable(active_in):
+            active = active_in(self._processed_topics)
+        else:  # queues that only count every task in flight, as Colmena's do
+            active = getattr(self.queues, "active_count", 0)
         return isinstance(active, int) and active > 0

@@ -5,7 +5,8 @@ campaign counts). Every slot is *allocated* to exactly one pool: a named task ty
 unallocated pool, spelled ``None``. Within a pool, a slot is either *available* or *in use*:
 
 - :meth:`ResourceCounter.acquire` takes available slots of a pool (marks them in use),
-- :meth:`ResourceCounter.release` gives in-use slots back to the same pool,
+- :meth:`ResourceCounter.release` gives in-use slots back to the same pool (more than are in
+  use adds the extra ones, as Colmena's semaphore does),
 - :meth:`ResourceCounter.reallocate` moves slots from one pool to another, waiting until they
   are available in the source pool (that is, until the tasks using them have released them),
 - :meth:`ResourceCounter.resize` changes the number of slots (sites came or went).
@@ -210,15 +211,20 @@ class ResourceCounter:
         self,
         task_type: str | None = None,
         n_slots: int = 1,
-        *,
         rerequest: bool = False,
         timeout: float | None = None,
     ) -> bool | None:
-        """Give ``n_slots`` in-use slots back to their pool.
+        """Give ``n_slots`` slots back to their pool (arguments in Colmena's order).
 
         While the pool owes slots to a shrink (see :meth:`resize`), released slots are retired
         first: they leave the pool's allocation instead of becoming available, until the debt
         is paid; only the rest become available.
+
+        Releasing more slots than the pool has in use adds the extra ones to it, as
+        Colmena's semaphore does: the pool's allocation and :attr:`total_slots` grow by that
+        many (logged as a warning, since it is often a bookkeeping slip). A campaign may use
+        it on purpose to bring slots into being, e.g. ``rec.release("sim", 4)`` on a counter
+        made with ``ResourceCounter(0, ["sim"])``.
 
         Args:
             task_type: Name of the pool (``None`` for the unallocated pool).
@@ -231,7 +237,7 @@ class ResourceCounter:
 
         Raises:
             KeyError: Unknown task type.
-            ValueError: ``n_slots`` is negative or more than the pool has in use.
+            ValueError: ``n_slots`` is negative.
 
         """
         self._check_pool(task_type)
@@ -239,22 +245,31 @@ class ResourceCounter:
         n = self._check_count(n_slots, bounded=False)
         with self._cond:
             in_use = self._allocated[task_type] - self._available[task_type]
-            if n > in_use:
-                raise ValueError(
-                    f"cannot release {n} slots of {task_type!r}: only {in_use} are in use "
-                    f"({self._allocated[task_type]} allocated, "
-                    f"{self._available[task_type]} available)"
-                )
+            extra = max(0, n - in_use)
+            n -= extra
             retired = min(n, self._owed[task_type])
             if retired:
                 self._owed[task_type] -= retired
                 self._allocated[task_type] -= retired
             self._available[task_type] += n - retired
+            if extra:
+                self._allocated[task_type] += extra
+                self._available[task_type] += extra
+                self._total += extra
+                self._most = max(self._most, self._total)
             self._cond.notify_all()
         if retired:
             logger.debug("Retired %d released slots of %r", retired, task_type)
+        if extra:
+            logger.warning(
+                "Released %d slots of %r that were not in use: added them to the pool "
+                "(now %d slots in total)",
+                extra,
+                task_type,
+                self._total,
+            )
         if rerequest:
-            return self.acquire(task_type, n, timeout=timeout)
+            return self.acquire(task_type, n_slots, timeout=timeout)
         return None
 
     def reallocate(
@@ -262,13 +277,12 @@ class ResourceCounter:
         task_from: str | None,
         task_to: str | None,
         n_slots: SlotRequest,
-        timeout: float | None = None,
-        cancel_if: threading.Event | None = None,
-        *,
         block: bool = True,
         callback: Callable[[], Any] | None = None,
+        timeout: float | None = None,
+        cancel_if: threading.Event | None = None,
     ) -> bool:
-        """Move slots from one pool to another.
+        """Move slots from one pool to another (arguments in Colmena's order).
 
         The slots are taken from the source pool as :meth:`acquire` would (waiting until they
         are available, in line with other requests on that pool), then added to the target
@@ -280,10 +294,10 @@ class ResourceCounter:
             n_slots: Number of slots, or ``"all"``: every slot allocated to ``task_from``,
                 waiting until none of them is in use. Slots the pool owes to a shrink (see
                 :meth:`resize`) are not part of "all": they retire when released.
-            timeout: Longest wait, as in :meth:`acquire`.
-            cancel_if: Give up as soon as this event is set, as in :meth:`acquire`.
             block: With ``False``, do the transfer in a background thread and return at once.
             callback: With ``block=False``, called once the transfer ended (done or not).
+            timeout: Longest wait, as in :meth:`acquire`.
+            cancel_if: Give up as soon as this event is set, as in :meth:`acquire`.
 
         Returns:
             Whether the slots moved; always ``True`` with ``block=False``.
@@ -303,7 +317,9 @@ class ResourceCounter:
 
             def _transfer() -> None:
                 try:
-                    self.reallocate(task_from, task_to, amount, timeout, cancel_if)
+                    self.reallocate(
+                        task_from, task_to, amount, timeout=timeout, cancel_if=cancel_if
+                    )
                 finally:
                     if callback is not None:
                         callback()
