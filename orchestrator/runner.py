@@ -336,6 +336,19 @@ def open_session(
             data.close()  # after the sites: a late task could re-create a store's directory
 
 
+def site_facts(sites: Sequence[Site]) -> list[dict[str, Any]]:
+    """What the journal keeps of each site for ``orch status`` (``meta['site_info']``)."""
+    return [
+        {
+            "name": site.name,
+            "kind": site.kind,
+            "backend": site.config.backend,
+            "capacity": site.capacity,
+        }
+        for site in sites
+    ]
+
+
 @dataclass
 class RunSummary:
     """What a finished campaign reports."""
@@ -527,15 +540,7 @@ def run_campaign(
         journal.set_meta(
             {
                 "started": time.time(),
-                "site_info": [
-                    {
-                        "name": site.name,
-                        "kind": site.kind,
-                        "backend": site.config.backend,
-                        "capacity": site.capacity,
-                    }
-                    for site in session.sites
-                ],
+                "site_info": site_facts(session.sites),
                 "objective": (
                     {"name": objective.name, "goal": objective.goal}
                     if isinstance(objective, Objective)

@@ -15,7 +15,7 @@ import pytest
 from orchestrator.apps.runtime import run_task
 from orchestrator.config.sites import SiteConfig
 from orchestrator.dispatch import Dispatcher, Method, MethodRegistry
-from orchestrator.exceptions import ConfigError, SiteUnavailableError
+from orchestrator.exceptions import ConfigError, SiteUnavailableError, TimeoutException
 from orchestrator.models import Result, Task
 from orchestrator.queues import Queues
 from orchestrator.sites.base import Outcome, Site
@@ -432,7 +432,7 @@ def test_cancel_on_a_site_without_remote_cancel_frees_the_slot_and_ignores_the_r
     gate.set()  # the cancelled task's own result now comes back, and is ignored
     done = queues.get_result("t", timeout=10)
     assert done.task_id == second and done.success is True
-    with pytest.raises(Exception, match="no result"):
+    with pytest.raises(TimeoutException, match="no result"):
         queues.get_result("t", timeout=0.3)
 
 

@@ -80,7 +80,8 @@ def test_keep_inputs_false_drops_inputs(session):
     q = session.queues
     q.send_inputs(2.0, method="square", topic="a", keep_inputs=False)
     result = q.get_result("a", timeout=60)
-    assert result.value == 4.0 and result.args is None and result.kwargs is None
+    assert result.value == 4.0 and result.args == () and result.kwargs == {}  # as Colmena
+    assert result.inputs == ((), {}) and result.keep_inputs is False
 
 
 def test_failing_task_becomes_failed_result_and_campaign_continues(session):

@@ -205,7 +205,6 @@ def test_cancelled_head_of_line_lets_next_request_through(rec: ResourceCounter) 
         (lambda r: r.acquire("ml", -1), ValueError, ">= 0"),
         (lambda r: r.acquire("ml", 9), ValueError, "exceeds the 8 slots"),
         (lambda r: r.acquire("ml", 1.5), ValueError, "must be an int"),
-        (lambda r: r.release(None, 1), ValueError, "only 0 are in use"),
         (lambda r: r.release("ml", -2), ValueError, ">= 0"),
     ],
 )
@@ -214,15 +213,30 @@ def test_validation_errors(rec: ResourceCounter, call: Callable, error: type, ma
         call(rec)
 
 
-def test_release_more_than_in_use(rec: ResourceCounter) -> None:
+def test_release_more_than_in_use_adds_slots_as_colmena_does(rec: ResourceCounter) -> None:
     rec.reallocate(None, "ml", 4)
     assert rec.acquire("ml", 2)
-    with pytest.raises(ValueError, match="cannot release 3 slots of 'ml': only 2 are in use"):
-        rec.release("ml", 3)
-    assert rec.available_slots("ml") == 2  # nothing changed
-    rec.release("ml", 2)
-    with pytest.raises(ValueError, match="only 0 are in use"):
-        rec.release("ml", 1)
+    rec.release("ml", 3)  # one more than in use: Colmena's semaphore gains a slot
+    assert rec.available_slots("ml") == 5
+    assert rec.allocated_slots("ml") == 5
+    assert rec.total_slots == 9
+    assert rec.acquire("ml", 5, timeout=0)
+    assert not rec.acquire("ml", 1, timeout=0)
+    assert sum(rec.allocated_slots(p) for p in (None, "ml", "sim")) == rec.total_slots
+
+
+def test_release_positional_arguments_in_colmenas_order(rec: ResourceCounter) -> None:
+    rec.reallocate(None, "ml", 2)
+    assert rec.acquire("ml", 2)
+    # release(task, n_slots, rerequest, timeout): give both back and take them again
+    assert rec.release("ml", 2, True, 1.0) is True
+    assert rec.available_slots("ml") == 0
+    # reallocate(task_from, task_to, n_slots, block, callback, timeout, cancel_if)
+    moved = threading.Event()
+    assert rec.reallocate(None, "sim", 1, False, moved.set) is True
+    assert moved.wait(5)
+    assert rec.allocated_slots("sim") == 1
+    assert not rec.reallocate("ml", "sim", 1, True, None, 0.05)  # both in use: times out
 
 
 # --------------------------------------------------------------------- reallocate

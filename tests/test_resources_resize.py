@@ -136,18 +136,17 @@ def test_shrink_owes_on_pool_first_then_other_pools() -> None:
     check_invariants(rec)
 
 
-def test_release_validation_counts_owed_slots_as_in_use(rec: ResourceCounter) -> None:
+def test_release_retires_owed_slots_then_adds_the_extra(rec: ResourceCounter) -> None:
     assert rec.acquire(None, 3)
     rec.resize(5)
     assert rec.owed_slots == 0
     rec.resize(1)
     assert rec.owed_slots == 2
-    with pytest.raises(ValueError, match="only 3 are in use"):
-        rec.release(None, 4)
     rec.release(None, 3)
-    assert state(rec)[None] == (1, 1)
-    with pytest.raises(ValueError, match="only 0 are in use"):
-        rec.release(None, 1)
+    assert state(rec)[None] == (1, 1)  # two retired, one available again
+    assert rec.owed_slots == 0
+    rec.release(None, 1)  # none in use: adds one, as Colmena's semaphore does
+    assert state(rec)[None] == (2, 2) and rec.total_slots == 2
 
 
 # --------------------------------------------------------------------- growing back

@@ -436,8 +436,10 @@ def test_colmena_seed_slide_thinker_runs() -> None:
     assert th.agent_errors == []
 
 
-def test_result_processors_stop_at_done_by_default() -> None:
+def test_result_processors_stop_at_done_without_drain_results() -> None:
     class T(BaseThinker):
+        drain_results = False
+
         @agent
         def producer(self) -> None:
             for i in range(3):
@@ -454,10 +456,8 @@ def test_result_processors_stop_at_done_by_default() -> None:
     assert th.agent_errors == []
 
 
-def test_drain_results_processes_tasks_in_flight_after_done() -> None:
+def test_result_processors_take_tasks_in_flight_after_done_by_default() -> None:
     class T(BaseThinker):
-        drain_results = True
-
         def __init__(self, queues: CountingQueues) -> None:
             super().__init__(queues)
             self.values: list[int] = []
@@ -482,10 +482,8 @@ def test_drain_results_processes_tasks_in_flight_after_done() -> None:
     assert queues.active_count == 0
 
 
-def test_drain_results_stops_after_an_agent_failure() -> None:
+def test_draining_stops_after_an_agent_failure() -> None:
     class T(BaseThinker):
-        drain_results = True
-
         @agent
         def producer(self) -> None:
             self.queues.send_inputs(1, method="sim", topic="sim")
@@ -657,7 +655,7 @@ def test_event_responders_run_once_per_set_and_clear_after_all() -> None:
     th.done.set()
     finish(th)
     assert th.calls == {"a": 2, "b": 2}
-    assert th.barriers["flag"].parties == 2
+    assert th.barriers["flag"].parties == 0  # both responders left the round as they stopped
 
 
 def test_event_responder_reallocates_slots_while_running() -> None:

@@ -483,7 +483,8 @@ class ReallocatorThread(threading.Thread):
     While running, it moves slots from ``gather_from`` to ``gather_to``, ``slot_step`` at a
     time, until ``gather_to`` holds ``max_slots`` (without a maximum, until stopped). Once
     ``stop_event`` is set, it moves *every* slot allocated to ``gather_to`` (gathered or not)
-    to ``disperse_to``, waiting for those in use to be released. When ``gather_to`` and
+    to ``disperse_to``, waiting for those in use to be released (once ``abort_event`` is set,
+    only slots already free move). When ``gather_to`` and
     ``disperse_to`` are the same pool the slots stay where they are.
 
     Stop it with ``thread.stop_event.set()``. Runs as a daemon thread.
@@ -561,7 +562,12 @@ class ReallocatorThread(threading.Thread):
         if self.gather_to == self.disperse_to:
             self.logger.info("Stopped; slots stay in %r", self.gather_to)
             return
-        moved = rec.reallocate(self.gather_to, self.disperse_to, "all", cancel_if=self.abort_event)
+        # Slots already free move even when the campaign is ending; only waiting is given up.
+        moved = rec.reallocate(self.gather_to, self.disperse_to, "all", timeout=0)
+        if not moved:
+            moved = rec.reallocate(
+                self.gather_to, self.disperse_to, "all", cancel_if=self.abort_event
+            )
         if moved:
             self.logger.info(
                 "Stopped; moved the slots of %r to %r", self.gather_to, self.disperse_to

@@ -62,6 +62,7 @@ class Streamer(BaseThinker):
                 "created": result.timestamp.created,
                 "received": result.timestamp.result_received,
                 "host": result.worker_info.hostname if result.worker_info else None,
+                "sizes": result.message_sizes,
             }
         )
         with open(self.out, "a") as fp:

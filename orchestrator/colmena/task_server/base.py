@@ -28,7 +28,7 @@ from orchestrator.dispatch.journal import Journal
 from orchestrator.models import SITE_FAILURE
 from orchestrator.observe.live import LiveRecorder
 from orchestrator.queues import Queues
-from orchestrator.runner import open_session
+from orchestrator.runner import open_session, site_facts
 
 __all__ = ["BaseTaskServer", "SitesSpec", "as_method", "default_run_dir", "local_site"]
 
@@ -197,20 +197,7 @@ class BaseTaskServer(threading.Thread):
             journal,
             queues=self.queues,
         ) as session:
-            journal.set_meta(
-                {
-                    "started": time.time(),
-                    "site_info": [
-                        {
-                            "name": site.name,
-                            "kind": site.kind,
-                            "backend": site.config.backend,
-                            "capacity": site.capacity,
-                        }
-                        for site in session.sites
-                    ],
-                }
-            )
+            journal.set_meta({"started": time.time(), "site_info": site_facts(session.sites)})
             live = LiveRecorder(session.dispatcher, journal).start()
             state = "failed"
             try:
