@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import pickle
 import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -355,16 +356,39 @@ def _method_name(dispatcher: Dispatcher, method: str | None) -> str:
     )
 
 
+SNAPSHOT_LIMIT = 1 << 20
+"""Largest serialized argument (bytes) copied when sent. A larger one is sent as it is: the
+data plane puts a value shared by many tasks into its store once, by identity, and a copy per
+task would defeat that. Do not change such a value after sending it."""
+
+
 def _snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Copies of a task's inputs, taken by serializing them (as Colmena does when it sends).
 
-    Inputs pickle cannot copy (a lambda, an open handle) are kept as they are: the site's
-    own serializer may still send them, or fails the task with the reason.
+    Each argument is copied on its own; one that pickle cannot copy (a lambda, an open
+    handle), a ProxyStore proxy, or one over :data:`SNAPSHOT_LIMIT` serialized is kept as it
+    is (the site's own serializer may still send it, or fails the task with the reason).
     """
-    if not args and not kwargs:
-        return args, kwargs
+    return tuple(_copy(a) for a in args), {k: _copy(v) for k, v in kwargs.items()}
+
+
+_IMMUTABLE = frozenset({type(None), int, float, str, bytes, bool, complex})
+
+
+def _copy(value: Any) -> Any:
+    # A proxy first, and by type() only: isinstance() would resolve it (and use up a
+    # single-use result proxy).
+    if "proxystore" in sys.modules:
+        from orchestrator.apps.proxies import is_proxy
+
+        if is_proxy(value):
+            return value
+    if type(value) in _IMMUTABLE:
+        return value  # nothing to copy
     try:
-        copied = pickle.loads(pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL))
+        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 - anything pickle refuses is left to the site
-        return args, kwargs
-    return tuple(copied[0]), dict(copied[1])
+        return value
+    if len(blob) > SNAPSHOT_LIMIT:
+        return value
+    return pickle.loads(blob)

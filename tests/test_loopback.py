@@ -301,3 +301,30 @@ def test_no_queue_piles_up(campaign, service):
 def test_timings_recorded(campaign):
     print("\nloopback timings: " + ", ".join(f"{k}: {v:.2f} s" for k, v in TIMINGS.items()))
     assert TIMINGS
+
+
+def test_colmena_globus_task_server_runs_on_the_endpoint(endpoint, orch_env, endpoint_id, tmp_path):
+    """A Colmena main script's Globus Compute task server, over the loopback service."""
+    from orchestrator.colmena.queue import PipeQueues
+    from orchestrator.colmena.task_server import GlobusComputeTaskServer
+
+    queues = PipeQueues(topics=["where"])
+    server = GlobusComputeTaskServer(
+        {where: str(endpoint_id)},
+        None,
+        queues,
+        sites=[globus_site_config(endpoint_id)],  # the deployed site (its template address)
+        run_dir=tmp_path / "run",
+    )
+    server.start()
+    try:
+        for x in range(4):
+            queues.send_inputs(x, topic="where")
+        results = [queues.get_result("where", timeout=180) for _ in range(4)]
+    finally:
+        queues.send_kill_signal()
+    server.join(120)
+    assert not server.is_alive() and server.exitcode == 0, server.error
+    assert sorted(r.value["square"] for r in results) == [0, 1, 4, 9]
+    assert all(r.success and r.site == "remote" and r.remote_task_id for r in results)
+    assert all(r.value["endpoint"] == ENDPOINT_NAME for r in results)
