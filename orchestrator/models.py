@@ -41,6 +41,7 @@ __all__ = [
     "Timestamps",
     "WorkerInformation",
     "failure_record",
+    "is_proxy",
     "parse_reason",
 ]
 
@@ -361,7 +362,7 @@ class Result(BaseModel):
             indent: Indent the JSON by this many spaces.
         """
         model = self
-        if _is_proxy(self.value):
+        if is_proxy(self.value):
             model = self.model_copy(update={"value": {"proxy": True}})
         data: dict[str, Any] = model.model_dump(mode="json", fallback=repr)
         data["inputs"] = [data.get("args") or [], data.get("kwargs") or {}]
@@ -390,7 +391,7 @@ class Result(BaseModel):
         A value that moved by proxy is written as ``{"proxy": true}``: serializing it would
         resolve it (and use up a single-use result proxy).
         """
-        if _is_proxy(self.value):
+        if is_proxy(self.value):
             return self.model_copy(update={"value": {"proxy": True}}).model_dump_json(fallback=repr)
         return self.model_dump_json(fallback=repr)
 
@@ -447,7 +448,7 @@ def _names(fields: Collection[str] | Mapping[str, Any] | None) -> set[str]:
     return {str(k) for k in fields}
 
 
-def _is_proxy(value: Any) -> bool:
+def is_proxy(value: Any) -> bool:
     """Whether ``value`` is a ProxyStore proxy (never one before ProxyStore is imported)."""
     if "proxystore" not in sys.modules:
         return False

@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 import pickle
 import queue
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from orchestrator.exceptions import TimeoutException, UnknownMethodError, UnknownTopicError
-from orchestrator.models import CANCELLED, FailureInfo, Result, Task, Timestamps
+from orchestrator.models import CANCELLED, FailureInfo, Result, Task, Timestamps, is_proxy
 
 if TYPE_CHECKING:
     from orchestrator.dispatch.dispatcher import Dispatcher
@@ -58,7 +57,6 @@ class Queues:
         self._undelivered = 0  # tasks sent whose result has not reached a topic yet
         self._closed: tuple[str, str] | None = None  # (message, reason) for tasks refused
         self._killed = threading.Event()
-        self._kill_listeners: list[Callable[[], None]] = []
         self.last_sent = time.monotonic()
         """``time.monotonic()`` of the last ``send_inputs`` (or of creation)."""
 
@@ -77,14 +75,6 @@ class Queues:
                     self._active[task.topic] += 1
                     self._undelivered += 1
                 self._refuse(task, f"{type(exc).__name__}: {exc}", reason="bad_input")
-
-    def on_kill(self, listener: Callable[[], None]) -> None:
-        """Call ``listener()`` once :meth:`send_kill_signal` is called (at once if it was)."""
-        with self._count:
-            if not self._killed.is_set():
-                self._kill_listeners.append(listener)
-                return
-        listener()
 
     @property
     def killed(self) -> threading.Event:
@@ -301,17 +291,11 @@ class Queues:
 
         In Colmena this stops the task server. orch has none to stop: tasks already sent
         keep running and their results still arrive; a task sent afterwards gets, at once, a
-        failed result with reason ``cancelled``. Whoever waits on :attr:`killed` (a Colmena
-        task-server adapter) ends the campaign's dispatching once the tasks in flight are back.
+        failed result with reason ``cancelled``. A Colmena task-server adapter watching
+        :attr:`killed` ends the campaign's dispatching once the tasks in flight are back.
         """
         self.close(KILLED_MESSAGE, CANCELLED)
-        with self._count:
-            if self._killed.is_set():
-                return
-            self._killed.set()
-            listeners, self._kill_listeners = self._kill_listeners, []
-        for listener in listeners:
-            listener()
+        self._killed.set()
 
     def close(self, message: str, reason: str = CANCELLED) -> None:
         """Refuse tasks from now on: each gets, at once, a failed result with ``message``.
@@ -376,13 +360,10 @@ _IMMUTABLE = frozenset({type(None), int, float, str, bytes, bool, complex})
 
 
 def _copy(value: Any) -> Any:
-    # A proxy first, and by type() only: isinstance() would resolve it (and use up a
+    # A proxy first: isinstance() against other types would resolve it (and use up a
     # single-use result proxy).
-    if "proxystore" in sys.modules:
-        from orchestrator.apps.proxies import is_proxy
-
-        if is_proxy(value):
-            return value
+    if is_proxy(value):
+        return value
     if type(value) in _IMMUTABLE:
         return value  # nothing to copy
     try:

@@ -228,10 +228,8 @@ def test_send_kill_signal_refuses_new_tasks_and_keeps_those_in_flight(serve):
     queues = PipeQueues()
     serve(queues, gate=gate)
     running = queues.send_inputs(1)
-    heard = []
-    queues.on_kill(lambda: heard.append("kill"))
     queues.send_kill_signal()
-    assert heard == ["kill"] and queues.killed.is_set()
+    assert queues.killed.is_set()
     late = queues.send_inputs(2)
     refused = queues.get_result(timeout=WAIT_S)  # at once: the gate still holds the first
     assert refused.task_id == late and refused.success is False
