@@ -27,6 +27,7 @@ from globus_compute_common.messagepack.message_types import Task as PackedTask
 from globus_compute_endpoint.engines import GlobusComputeEngine
 from globus_compute_endpoint.engines.base import GCFuture
 from globus_compute_sdk.serialize import ComputeSerializer
+from parsl.executors.high_throughput.errors import ManagerLost
 from parsl.providers import LocalProvider
 
 from orchestrator.apps.runtime import CANCEL_SIGNAL, TaskWrapper, control_files
@@ -59,6 +60,9 @@ REVIVE_CONNECT_S = 30.0
 CANCEL_KILL_S = 10.0
 """Seconds a cancelled task's worker has to stop it (on :data:`CANCEL_SIGNAL`) before orch
 kills the worker and what it started (the pool starts a new worker)."""
+
+_MANAGER_LOST = ManagerLost.__name__
+"""Named in the message of a task whose worker pool the interchange dropped."""
 
 FAULTS = ("kill_worker", "kill_pool", "kill_interchange", "stall_worker", "drop_result")
 """Faults :meth:`LocalSite.inject` can cause (``orch launch --inject-faults``)."""
@@ -285,7 +289,11 @@ class LocalSite(Site):
         """Decode the engine's packed result (never raises).
 
         A failure that left the engine unusable (its worker pool died, so Parsl set its
-        "bad state") marks the site down: every later task would fail the same way.
+        "bad state") marks the site down: every later task would fail the same way. A task
+        whose worker pool was dropped (``ManagerLost``) makes the site check its engine at
+        once, before the task's retry is placed: if that was its only pool, the site is down
+        and the retry waits for it rather than being sent to a site with no workers (where
+        the next health check would fail it a second time).
         """
         input_size = getattr(future, "input_size", None)
         try:
@@ -294,11 +302,16 @@ class LocalSite(Site):
             outcome = Outcome.site_failure(type(exc).__name__, str(exc), input_size=input_size)
         if not outcome.ok and outcome.failure and outcome.failure.get("where") == "site":
             engine = self._engine
+            message = str(outcome.failure.get("message", ""))
             if engine is not None and engine.executor.bad_state_is_set:
                 self.mark_down(
-                    f"site '{self.name}': its workers were lost ("
-                    f"{str(outcome.failure.get('message', ''))[:200]}); orch restarts them"
+                    f"site '{self.name}': its workers were lost ({message[:200]}); "
+                    "orch restarts them"
                 )
+            elif engine is not None and _MANAGER_LOST in message:
+                # The interchange reports the loss before it forgets the pool, and answers
+                # commands in order: the check below sees the pool gone.
+                self.health_check()
         return outcome
 
     def health_check(self) -> str | None:
