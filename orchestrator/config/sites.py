@@ -53,6 +53,52 @@ def _rule(field: str, problem: str, hint: str) -> PydanticCustomError:
     )
 
 
+MpiLauncher = Literal["mpiexec", "openmpi", "srun", "aprun"]
+"""How a site starts MPI programs: ``mpiexec`` of MPICH / Cray PALS (``-n N -ppn R``),
+OpenMPI's ``mpiexec`` (``-n N --map-by ppr:R:node``), Slurm's ``srun`` or Cray's ``aprun``."""
+
+MPI_LAUNCHERS: tuple[str, ...] = ("mpiexec", "openmpi", "srun", "aprun")
+
+
+class MpiConfig(BaseModel):
+    """A site whose tasks run under MPI (``mpi:`` in its YAML).
+
+    With ``mpi:``, the site's ``capacity`` counts nodes: a task takes the nodes it asks for
+    (``Resources.nodes``), and its program is started by the site's launcher over them.
+
+    Attributes:
+        launcher: ``mpiexec`` (MPICH, Cray PALS / Aurora, Polaris), ``openmpi`` (OpenMPI's
+            ``mpiexec``), ``srun`` (Slurm) or ``aprun`` (Cray ALPS). A local site supports
+            ``mpiexec`` and ``openmpi`` (srun and aprun need their batch system).
+        options: Extra words for every launch line (``launcher_options`` of the endpoint's
+            ``resource_specification``), e.g. ``--cpu-bind depth``.
+        ranks_per_node: Most ranks a task may put on one node (its cores); a task that asks
+            for more is refused. Default: unbounded on a ``globus`` site; this machine's core
+            count on a ``local`` site.
+        nodes: Host names of the nodes (``local`` only; default: ``localhost`` once per
+            ``capacity``: every node is a share of this machine).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    launcher: MpiLauncher
+    options: str = ""
+    ranks_per_node: PositiveInt | None = None
+    nodes: list[str] = Field(default_factory=list)
+
+    @field_validator("nodes")
+    @classmethod
+    def _plain_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or any(c.isspace() or c in ",:" for c in name):
+                raise PydanticCustomError(
+                    "mpi_node_name",
+                    "{name!r} is not a host name (no spaces, ',' or ':')",
+                    {"name": name},
+                )
+        return value
+
+
 class SiteConfig(BaseModel):
     """One site: where tasks of one kind run.
 
@@ -102,6 +148,8 @@ class SiteConfig(BaseModel):
             through the task channel.
         container: The Apptainer image the site's tasks run in (``image``, ``recipe``,
             ``runtime``, ``mode``, ``binds``, ``env``, ``gpu``; see ``ContainerConfig``).
+        mpi: Tasks run under MPI (``launcher``, ``options``, ``ranks_per_node``, ``nodes``;
+            see ``MpiConfig``); ``capacity`` then counts nodes.
         description: Free text shown by ``orch sites list``.
 
     """
@@ -132,6 +180,7 @@ class SiteConfig(BaseModel):
     commands: dict[SimulationCode, str | list[str]] = Field(default_factory=dict)
     data: DataConfig | None = None
     container: ContainerConfig | None = None
+    mpi: MpiConfig | None = None
     description: str = ""
 
     @field_validator("commands")
@@ -277,6 +326,32 @@ class SiteConfig(BaseModel):
                         "cannot carry (Globus Compute's container wrapper splits on spaces)",
                         "use a path without spaces (a symbolic link will do), or `mode: exec`",
                     )
+        mpi = self.mpi
+        if mpi is not None:
+            if self.backend == "local" and mpi.launcher in ("srun", "aprun"):
+                raise _rule(
+                    "mpi.launcher",
+                    f"{mpi.launcher} needs its batch system, which a local site does not have",
+                    "use `launcher: openmpi` (Debian's MPI) or `launcher: mpiexec` (MPICH) here",
+                )
+            if mpi.nodes and self.backend != "local":
+                raise _rule(
+                    "mpi.nodes",
+                    "only used by backend 'local'",
+                    "remove it; an endpoint's nodes come from its batch job",
+                )
+            if mpi.nodes and len(mpi.nodes) != self.capacity:
+                raise _rule(
+                    "mpi.nodes",
+                    f"lists {len(mpi.nodes)} node(s) but capacity is {self.capacity}",
+                    f"list {self.capacity} host names, or set `capacity: {len(mpi.nodes)}`",
+                )
+            if self.container is not None and self.container.mode == "workers":
+                raise _rule(
+                    "container.mode",
+                    "an MPI site starts its programs with the launcher outside the image",
+                    "set `mode: exec` (launcher ... apptainer exec IMAGE code)",
+                )
         if self.max_in_flight is not None and self.max_in_flight < self.capacity:
             raise _rule(
                 "max_in_flight",
@@ -319,8 +394,18 @@ _HINTS: dict[str, str] = {
     "commands": "map a code (cp2k, lammps, nwchem, xtb) to its launch command, e.g. "
     "`lammps: mpiexec -n 4 lmp`",
     "description": "give a line of text (quote it if it contains ':' or '#')",
+    "mpi": "give `launcher:` (mpiexec, openmpi, srun or aprun) and optionally options, "
+    "ranks_per_node, nodes; see the README's MPI section",
     "container": "give `image:` (a path or oras:// URI) and optionally recipe, runtime, mode, "
     "binds, env, gpu; see the README's containers section",
+}
+
+MPI_FIELD_HINTS: dict[str, str] = {
+    "launcher": "use one of: mpiexec (MPICH, Cray PALS), openmpi (OpenMPI's mpiexec), srun "
+    "(Slurm), aprun (Cray ALPS)",
+    "options": "give the extra launcher words as one string, e.g. \"--cpu-bind depth\"",
+    "ranks_per_node": "set a whole number >= 1: the most ranks one node takes (its cores)",
+    "nodes": 'give a list of host names, one per node, e.g. ["localhost", "localhost"]',
 }
 
 _MISSING_HINTS: dict[str, str] = {
@@ -403,10 +488,14 @@ def _explain(path: Path, error: ValidationError, name_from_stem: bool) -> str:
             hint = DATA_FIELD_HINTS[str(loc[1])]
         if top == "container" and len(loc) > 1 and str(loc[1]) in CONTAINER_FIELD_HINTS:
             hint = CONTAINER_FIELD_HINTS[str(loc[1])]
+        if top == "mpi" and len(loc) > 1 and str(loc[1]) in MPI_FIELD_HINTS:
+            hint = MPI_FIELD_HINTS[str(loc[1])]
         if kind == "extra_forbidden":
             name, valid = top, _FIELDS
             if top == "container" and len(loc) > 1:
                 name, valid = str(loc[1]), list(ContainerConfig.model_fields)
+            if top == "mpi" and len(loc) > 1:
+                name, valid = str(loc[1]), list(MpiConfig.model_fields)
             close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
             problem = "unknown field"
             hint = (

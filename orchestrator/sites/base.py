@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from abc import ABC, abstractmethod
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.sites import SiteConfig
+from orchestrator.resources import Resources
 from orchestrator.models import (
     SITE_FAILURE,
     FailureReason,
@@ -42,6 +44,8 @@ class Outcome:
     value_size: int | None = None
     remote_id: str | None = None
     """The task's id at the site's service (a Globus Compute task id), when it has one."""
+    granted: dict[str, Any] | None = None
+    """What the task got on the worker (``run_task``'s ``granted``: nodes, ranks, hosts)."""
 
     @classmethod
     def from_worker(
@@ -75,6 +79,7 @@ class Outcome:
             finished=record.get("finished"),
             input_size=input_size,
             value_size=value_size,
+            granted=granted if isinstance(granted := record.get("granted"), dict) else None,
         )
 
     @classmethod
@@ -127,6 +132,8 @@ class Site(ABC):
         """What every task at this site sees through ``apps.runtime.task_context()``: the
         site's ``commands`` plus ``context`` (e.g. the data plane's store for results). Fixed at
         construction: sites serialize it with each method once."""
+        if config.mpi is not None:
+            self.task_context["mpi"] = self.mpi_context()
         self.image: str | None = None
         """The image the site's tasks run in (its ``container.image``), once verified."""
         self.image_digest: str | None = None
@@ -134,6 +141,56 @@ class Site(ABC):
         self.down_reason: str | None = None
         self._down_listeners: list[Callable[[Site, str], None]] = []
         self._lock = threading.Lock()
+
+    @property
+    def is_mpi(self) -> bool:
+        """Whether the site runs tasks under MPI (``mpi:``): its capacity counts nodes."""
+        return self.config.mpi is not None
+
+    def mpi_context(self) -> dict[str, Any]:
+        """``task_context()["mpi"]``: the launcher kind, its options and the node names.
+
+        ``nodes`` is the site's own list (a local site; ``localhost`` once per node by
+        default); an endpoint's nodes come from its batch job (``PARSL_MPI_NODELIST``).
+        """
+        mpi = self.config.mpi
+        if mpi is None:
+            return {}
+        nodes = list(mpi.nodes)
+        if not nodes and self.config.backend == "local":
+            nodes = ["localhost"] * self.capacity
+        return {"launcher": mpi.launcher, "options": mpi.options, "nodes": nodes}
+
+    def slots_for(self, resources: Resources) -> int:
+        """Slots a task with ``resources`` takes here (nodes on an MPI site, else cores)."""
+        return resources.slots(self.is_mpi)
+
+    def refusal(self, resources: Resources) -> str | None:
+        """Why a task with ``resources`` can never run here (None: it can, once there is room)."""
+        need = self.slots_for(resources)
+        if self.is_mpi:
+            mpi = self.config.mpi
+            assert mpi is not None
+            limit = mpi.ranks_per_node
+            if limit is None and self.config.backend == "local":
+                limit = os.cpu_count() or 1
+            if limit is not None and resources.cores_per_node > limit:
+                return (
+                    f"site '{self.name}' has {limit} core(s) per node and the task asks for "
+                    f"{resources.per_node} rank(s) x {resources.threads_per_rank} thread(s) on one"
+                )
+            if need > self.capacity:
+                return f"site '{self.name}' has {self.capacity} node(s); the task asks for {need}"
+            return None
+        if resources.nodes > 1:
+            return f"site '{self.name}' has no `mpi:` launcher, so a task there has one node"
+        if need > self.capacity:
+            return (
+                f"site '{self.name}' has {self.capacity} slot(s) (cores); the task asks for "
+                f"{need} ({resources.total_ranks} rank(s) x {resources.threads_per_rank} "
+                "thread(s))"
+            )
+        return None
 
     @property
     def is_down(self) -> bool:
@@ -221,12 +278,16 @@ class Site(ABC):
         kwargs: dict[str, Any],
         walltime: float | None = None,
         task_id: str | None = None,
+        resources: Resources | None = None,
     ) -> Future[Any]:
         """Send one call of ``fn`` (wrapped by ``run_task``) to the site.
 
         ``walltime`` (seconds), when given, is enforced on the worker: the call is stopped
         and reported as a failure with reason ``timeout``. ``task_id`` is orch's id of the
-        task, which :meth:`cancel` names it by.
+        task, which :meth:`cancel` names it by. ``resources`` (default: one rank) reach the
+        worker as ``task_context()["resources"]`` (``Resources.worker_view()``) and, on a site
+        with ``mpi:``, ``task_context()["mpi"]`` (:meth:`mpi_context`); an MPI engine also
+        gets them as the task's ``resource_specification``.
         """
 
     @abstractmethod
