@@ -21,6 +21,7 @@ from orchestrator.apps.failures import (
     failure_record,
     parse_reason,
 )
+from orchestrator.resources import Granted, Resources, lenient
 
 __all__ = [
     "ALIASES",
@@ -57,6 +58,9 @@ INTERRUPTED = FailureReason.INTERRUPTED
 
 CANCELLED = FailureReason.CANCELLED
 """``FailureInfo.reason`` of a task the user cancelled (``orch cancel``); never retried."""
+
+BAD_INPUT = FailureReason.BAD_INPUT
+"""``FailureInfo.reason`` of a task whose inputs (or resource request) cannot be used."""
 
 
 def _with_defaults(model: type[BaseModel], values: dict[str, Any]) -> None:
@@ -271,7 +275,13 @@ class Result(BaseModel):
         description="Taken from the journal of an earlier run (``--resume``), not run again",
     )
     task_info: dict[str, Any] = Field(default_factory=dict)
-    resources: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Field(
+        default_factory=Resources,
+        description="What the task asked for (nodes, ranks, threads, GPUs)",
+    )
+    granted: Granted | None = Field(
+        default=None, description="What it got on the worker: nodes, ranks and hosts"
+    )
     keep_inputs: bool = Field(
         default=True, description="Whether the inputs were kept (else args/kwargs are empty)"
     )
@@ -279,6 +289,12 @@ class Result(BaseModel):
     sizes: Sizes = Field(default_factory=Sizes)
 
     _read_colmena = model_validator(mode="before")(_colmena_inputs)
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _recorded_resources(cls, value: Any) -> Resources:
+        """Resources as recorded (older files hold any mapping): read leniently."""
+        return lenient(value)
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         """Unpickle; a result journaled by an older orch gets the defaults of newer fields."""
@@ -406,7 +422,7 @@ class Task:
     kwargs: dict[str, Any]
     keep_inputs: bool = True
     max_retries: int = 0
-    resources: dict[str, Any] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
     task_info: dict[str, Any] = field(default_factory=dict)
     task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: float = field(default_factory=time.time)
@@ -414,6 +430,8 @@ class Task:
     site: str | None = None
     sent: float | None = None
     slots: int = 1
+    placed_slots: int = 0
+    """Slots the current attempt takes at its site (set when it is placed)."""
     model_version: str | None = None
     walltime: float | None = None
     input_key: str | None = None

@@ -14,13 +14,15 @@ from orchestrator.runner import Session
 
 
 def site_table(session: Session) -> Table:
-    """Per site: kind, waiting in orch, queued, running, done, failed, moved away, state.
+    """Per site: kind, waiting in orch, queued, slots in use, done, failed, moved away, state.
 
-    ``moved`` counts attempts that failed at the site and were retried (on another site when
-    one had room); a down site shows why.
+    ``waiting`` counts tasks held in orch; ``queued`` and ``in use`` count slots (nodes on an
+    ``mpi:`` site, cores elsewhere): those of tasks sent and waiting at the site for workers,
+    and those busy, out of the site's capacity. ``moved`` counts attempts that failed at the
+    site and were retried (on another site when one had room); a down site shows why.
     """
     table = Table(title=f"orch: {session.run_dir}", expand=False)
-    columns = ("site", "kind", "waiting", "queued", "running", "done", "failed", "moved", "state")
+    columns = ("site", "kind", "waiting", "queued", "in use", "done", "failed", "moved", "state")
     for column in columns:
         table.add_column(column, justify="left" if column in ("site", "kind", "state") else "right")
     dispatcher = session.dispatcher
@@ -34,7 +36,7 @@ def site_table(session: Session) -> Table:
             stats.kind,
             str(dispatcher.waiting(stats.kind)),
             str(stats.queued),
-            str(stats.running),
+            f"{stats.running}/{stats.capacity}",
             str(stats.done),
             str(stats.failed),
             str(stats.moved),

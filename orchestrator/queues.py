@@ -18,10 +18,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from orchestrator.exceptions import TimeoutException, UnknownMethodError, UnknownTopicError
 from orchestrator.models import CANCELLED, FailureInfo, Result, Task, Timestamps, is_proxy
+from orchestrator.resources import Resources, ResourcesError
 
 if TYPE_CHECKING:
     from orchestrator.dispatch.dispatcher import Dispatcher
@@ -120,8 +119,13 @@ class Queues:
                 (Colmena's default).
             topic: Topic the result goes to.
             keep_inputs: Whether the result carries the inputs (default: the queues' setting).
-            resources: Resource hints (a dict, or Colmena's ``ResourceRequirements``),
-                recorded on the result as a dict.
+            resources: What the task needs: a :class:`~orchestrator.resources.Resources`, a
+                mapping of its fields (``{"nodes": 2, "ranks_per_node": 4}``) or Colmena's
+                ``ResourceRequirements``; default: the method's. Placement counts it (nodes
+                on an ``mpi:`` site, cores elsewhere) and the simulation wrappers start their
+                code with that many ranks. A request that cannot be read, or that no site
+                of the method's kind can give, gets a failed result with reason
+                ``bad_input`` (the thinker goes on).
             max_retries: Retries after a failure (default: the method's ``max_retries``).
             input_kwargs: Keyword arguments (Colmena's spelling; merged with ``**kwargs``).
             task_info: Any information to carry through to the result.
@@ -145,15 +149,18 @@ class Queues:
         if input_kwargs:
             kwargs = {**input_kwargs, **kwargs}
         args, kwargs = _snapshot(input_args, kwargs)
-        if isinstance(resources, BaseModel):
-            resources = resources.model_dump()
+        try:
+            requested = Resources.parse(resources)
+            bad_resources = None
+        except ResourcesError as exc:
+            requested, bad_resources = Resources(), str(exc)
         task = Task(
             method=method or "",
             topic=topic,
             args=args,
             kwargs=kwargs,
             keep_inputs=self.keep_inputs if keep_inputs is None else keep_inputs,
-            resources=dict(resources or {}),
+            resources=requested,
             task_info=dict(task_info or {}),
             model_version=model_version,
             walltime=task_walltime,
@@ -166,10 +173,12 @@ class Queues:
             self._undelivered += 1
             self.last_sent = time.monotonic()
             closed = self._closed
-            if closed is None and dispatcher is None:
+            if closed is None and dispatcher is None and bad_resources is None:
                 self._held.append((task, method, max_retries))
         if closed is not None:
             self._refuse(task, *closed)
+        elif bad_resources is not None:
+            self._refuse(task, bad_resources, reason="bad_input")
         elif dispatcher is not None:
             self._submit(dispatcher, task, method, max_retries)
         return task.task_id

@@ -213,3 +213,21 @@ def _one_line(exc: ValidationError) -> str:
             return f"{field}: {message} (got {error.get('input')!r}); give a whole number"
         return f"{field}: {message}"
     return message
+
+
+class Granted(BaseModel):
+    """What a task got on its site, as its worker saw it (``Result.granted``).
+
+    Attributes:
+        nodes: Nodes the task ran on.
+        ranks: MPI ranks it was started with.
+        threads_per_rank: OpenMP threads per rank.
+        hosts: Host names of those nodes (an MPI engine's node list; else the worker's host).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    nodes: int = 1
+    ranks: int = 1
+    threads_per_rank: int = 1
+    hosts: list[str] = Field(default_factory=list)

@@ -86,3 +86,20 @@ def nap_marked(seconds: float, x: int, marker: str) -> int:
         out.write(str(os.getpid()))
     time.sleep(seconds)
     return x
+
+
+def nodes_given(seconds: float) -> list[str]:
+    """Sleep, then name the nodes the MPI engine gave this task (``PARSL_MPI_NODELIST``)."""
+    import os
+    import time
+
+    time.sleep(seconds)
+    listed = os.environ.get("PARSL_MPI_NODELIST", "")
+    return listed.split(",") if listed else []
+
+
+def resources_seen() -> dict:
+    """The resources this task's context carries to the worker."""
+    from orchestrator.apps.runtime import task_context
+
+    return dict(task_context().get("resources") or {})

@@ -115,13 +115,25 @@ def test_keep_inputs_false_gives_empty_inputs(serve):
     assert queues.get_result(timeout=WAIT_S).args == (5,)
 
 
-def test_resource_requirements_are_recorded_as_a_dict(serve):
+def test_resource_requirements_are_read_under_colmenas_names(serve):
     queues = PipeQueues()
-    serve(queues)
-    queues.send_inputs(1, resources=ResourceRequirements(node_count=2, cpu_processes=4))
+    serve(queues)  # one site of 2 cores, no mpi:
+    queues.send_inputs(1, resources=ResourceRequirements(node_count=1, cpu_processes=2))
     result = queues.get_result(timeout=WAIT_S)
-    assert result.resources == {"node_count": 2, "cpu_processes": 4, "cpu_threads": 1}
+    assert result.success, result.failure_info
+    assert (result.resources.nodes, result.resources.total_ranks) == (1, 2)
+    assert (result.resources.node_count, result.resources.cpu_processes) == (1, 2)
+    assert result.resources.cpu_threads == 1
     assert ResourceRequirements(node_count=2, cpu_processes=4).total_ranks == 8
+    # Two nodes need a site with mpi:; four ranks need four cores: refused, not run
+    for too_big in (
+        ResourceRequirements(node_count=2, cpu_processes=1),
+        ResourceRequirements(cpu_processes=4),
+    ):
+        queues.send_inputs(1, resources=too_big)
+        refused = queues.get_result(timeout=WAIT_S)
+        assert refused.success is False and refused.failure_info.reason == "bad_input"
+        assert "no cpu site can give" in refused.failure_info.message
 
 
 def test_topics_are_declared_on_the_queues():

@@ -141,3 +141,144 @@ def test_the_example_sites_get_endpoint_files_the_endpoint_loads(tmp_path: Path)
         rendered = check_endpoint_files(folder)
         assert config.container is not None
         assert ("container_type: custom" in rendered) == (config.container.mode == "workers")
+
+
+# --- MPI sites: a GlobusMPIEngine ---------------------------------------------------------------
+
+MPI_USER_CONFIG = {
+    "provider": "PBSProProvider",
+    "account": "chem",
+    "queue": "debug",
+    "walltime": "01:00:00",
+    "worker_init": "module load apptainer",
+    "address": "127.0.0.1",
+}
+
+
+def mpi_config(launcher: str, **fields: Any) -> SiteConfig:
+    data: dict[str, Any] = {
+        "name": "polaris-mpi",
+        "kind": "cpu",
+        "backend": "globus",
+        "capacity": 4,
+        "endpoint_id": str(ENDPOINT_ID),
+        "user_endpoint_config": MPI_USER_CONFIG,
+        "mpi": {"launcher": launcher, "options": "--cpu-bind depth"},
+        "container": {"image": "/eagle/chem/sim.sif", "mode": "exec"},
+    }
+    data.update(fields)
+    return SiteConfig.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "parsl_launcher"),
+    [("mpiexec", "mpiexec"), ("openmpi", "mpiexec"), ("srun", "srun"), ("aprun", "aprun")],
+)
+def test_an_mpi_site_gets_a_globus_mpi_engine_the_endpoint_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launcher: str, parsl_launcher: str
+) -> None:
+    import threading
+
+    import psutil
+    from globus_compute_endpoint.endpoint.config.utils import load_config_yaml
+    from globus_compute_endpoint.engines import GlobusMPIEngine
+    from parsl.launchers import SimpleLauncher
+
+    from orchestrator.containers.endpoint import check_endpoint_files, write_endpoint_files
+
+    # No batch job here: loading must not need the scheduler's node list.
+    for var in ("PBS_NODEFILE", "SLURM_NODELIST", "SLURM_JOB_NODELIST", "COBALT_NODEFILE"):
+        monkeypatch.delenv(var, raising=False)
+    config = mpi_config(launcher)
+    folder = tmp_path / "endpoint"
+    write_endpoint_files(config, folder)
+    threads_before = set(threading.enumerate())
+    rendered = check_endpoint_files(folder)
+    user = load_config_yaml(rendered)  # what the user endpoint process loads
+    try:
+        engine = user.engine
+        assert type(engine) is GlobusMPIEngine
+        executor = engine.executor
+        assert type(executor).__name__ == "MPIExecutor"
+        assert executor.mpi_launcher == parsl_launcher
+        assert executor.max_workers_per_block == config.capacity
+        provider = executor.provider
+        assert type(provider).__name__ == "PBSProProvider"
+        assert isinstance(provider.launcher, SimpleLauncher)
+        assert provider.nodes_per_block == config.capacity
+        # The non-MPI template's provider settings are kept.
+        assert provider.account == "chem" and provider.queue == "debug"
+        assert provider.walltime == "01:00:00"
+        assert provider.worker_init == "module load apptainer"
+        assert (provider.init_blocks, provider.min_blocks, provider.max_blocks) == (1, 0, 1)
+        # HTEX-only keys are not written (MPIExecutor refuses them); exec mode: no wrapper.
+        for key in ("max_workers_per_node", "available_accelerators", "container_type"):
+            assert key not in rendered
+        # Loading built objects and started nothing.
+        assert executor.interchange_proc is None
+        assert psutil.Process().children(recursive=True) == []
+        assert [t for t in threading.enumerate() if t not in threads_before] == []
+    finally:
+        user.engine.shutdown()
+
+
+def test_an_mpi_site_with_several_batch_jobs_runs_one_task_per_node_of_each(
+    tmp_path: Path,
+) -> None:
+    from globus_compute_endpoint.endpoint.config.utils import load_config_yaml
+
+    from orchestrator.containers.endpoint import check_endpoint_files, write_endpoint_files
+
+    values = {**MPI_USER_CONFIG, "nodes_per_block": 2, "max_blocks": 2}
+    config = mpi_config("srun", user_endpoint_config=values)
+    write_endpoint_files(config, tmp_path / "endpoint")
+    user = load_config_yaml(check_endpoint_files(tmp_path / "endpoint", values))
+    try:
+        assert user.engine.executor.max_workers_per_block == 2
+        assert user.engine.executor.provider.nodes_per_block == 2
+    finally:
+        user.engine.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "hint"),
+    [
+        ("launcher", "MpiExecLauncher", "SimpleLauncher"),
+        ("max_workers_per_node", 2, "max_workers_per_block"),
+        ("available_accelerators", ["0"], "does not pin"),
+    ],
+)
+def test_an_mpi_site_refuses_the_htex_only_variables(name: str, value: Any, hint: str) -> None:
+    from orchestrator.containers.endpoint import endpoint_files
+    from orchestrator.exceptions import ConfigError
+
+    config = mpi_config("mpiexec", user_endpoint_config={**MPI_USER_CONFIG, name: value})
+    with pytest.raises(ConfigError, match=f"user_endpoint_config.{name}: .*{hint}"):
+        endpoint_files(config)
+
+
+def test_a_site_without_mpi_keeps_the_globus_compute_engine(tmp_path: Path) -> None:
+    from globus_compute_endpoint.endpoint.config.utils import load_config_yaml
+    from globus_compute_endpoint.engines import GlobusComputeEngine
+
+    from orchestrator.containers.endpoint import check_endpoint_files, write_endpoint_files
+
+    config = globus_config("exec")
+    write_endpoint_files(config, tmp_path / "endpoint")
+    rendered = check_endpoint_files(tmp_path / "endpoint")
+    assert "GlobusMPIEngine" not in rendered and "max_workers_per_block" not in rendered
+    user = load_config_yaml(rendered)
+    try:
+        assert type(user.engine) is GlobusComputeEngine
+        assert user.engine.max_workers_per_node == config.capacity
+    finally:
+        user.engine.shutdown()
+    # max_workers_per_block is an MPI site's variable only.
+    from orchestrator.containers.endpoint import endpoint_files
+    from orchestrator.exceptions import ConfigError
+
+    other = globus_config("exec").model_copy(
+        update={"user_endpoint_config": {**USER_CONFIG, "max_workers_per_block": 2}}
+    )
+    with pytest.raises(ConfigError, match="max_workers_per_block"):
+        endpoint_files(other)

@@ -33,7 +33,7 @@ class ThreadSite(Site):
     def start(self):
         pass
 
-    def submit(self, fn, args, kwargs, walltime=None, task_id=None) -> Future:
+    def submit(self, fn, args, kwargs, walltime=None, task_id=None, resources=None) -> Future:
         if self.is_down:
             raise SiteUnavailableError(self.down_reason)
         self.submitted += 1
@@ -229,7 +229,7 @@ def test_down_site_is_tried_again_and_takes_tasks_once_up(make, tmp_path):
 class StuckSite(ThreadSite):
     """Never returns: models a worker stuck where it cannot stop itself."""
 
-    def submit(self, fn, args, kwargs, walltime=None, task_id=None) -> Future:
+    def submit(self, fn, args, kwargs, walltime=None, task_id=None, resources=None) -> Future:
         self.submitted += 1
         return Future()
 

@@ -46,6 +46,7 @@ from globus_sdk.token_storage import TokenStorageData
 from orchestrator.apps.runtime import run_task
 from orchestrator.config.sites import SiteConfig
 from orchestrator.exceptions import ConfigError, SiteUnavailableError
+from orchestrator.resources import Resources
 from orchestrator.sites import globus as globus_site
 from orchestrator.sites.base import Site
 from orchestrator.sites.globus import GlobusSite, scrub
@@ -462,8 +463,12 @@ def test_submission_reaches_the_service_as_the_sdk_sends_it(
     fn, args, kwargs, context = call_args
     assert fn is scale
     assert (args, kwargs) == ((3.0,), {"factor": 2.0})
-    # The site's launch commands travel with the task, for simulation wrappers to read.
-    assert context == {"commands": {"lammps": ["mpiexec", "-n", "4", "lmp"]}}
+    # The site's launch commands travel with the task, for simulation wrappers to read, and
+    # so do the task's resources (one rank when it asks nothing).
+    assert context == {
+        "commands": {"lammps": ["mpiexec", "-n", "4", "lmp"]},
+        "resources": Resources().worker_view(),
+    }
     # What the worker will do with it.
     record = run_task(*call_args)
     assert record["ok"] is True and record["value"] == 6.0
@@ -500,6 +505,82 @@ def test_each_site_gets_its_own_task_group(make_site: Any, fake: FakeGlobus) -> 
 
 
 # -- unreachable service ----------------------------------------------------------------
+
+
+def tasks_sent(fake: FakeGlobus, count: int, timeout: float = 30.0) -> list[tuple[Any, ...]]:
+    """The first ``count`` tasks the SDK POSTed to the endpoint (waits for them).
+
+    Each as ``(batch, fn, args, kwargs, context)``: the batch's JSON (which carries the
+    task's ``resource_specification``) and the call as the worker gets it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [
+            (batch, *decode_buffers(payload)[0])
+            for request in fake.find("POST", f"/v3/endpoints/{ENDPOINT_ID}/submit")
+            for batch in (request.json(),)
+            for payload in batch["tasks"][FUNCTION_ID]
+        ]
+        if len(found) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(found) >= count, fake.paths()
+    return found[:count]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("options", ["--cpu-bind depth", ""])
+def test_an_mpi_task_is_sent_with_its_own_resource_specification(
+    make_site: Any, fake: FakeGlobus, options: str
+) -> None:
+    site = make_site(mpi={"launcher": "mpiexec", "options": options})
+    wide, narrow = Resources(nodes=2, ranks_per_node=4), Resources(ranks=3, threads_per_rank=2)
+    # Back to back: the SDK queues both before its submitter thread sends anything, and
+    # sends tasks with different specifications in batches of their own.
+    site.submit(scale, (1.0,), {}, resources=wide)
+    site.submit(scale, (2.0,), {}, resources=narrow)
+    sent = tasks_sent(fake, 2)
+    launcher_options = {"launcher_options": options} if options else {}
+    expected = {
+        1.0: ({"num_nodes": 2, "ranks_per_node": 4, "num_ranks": 8} | launcher_options, wide),
+        2.0: ({"num_nodes": 1, "ranks_per_node": 3, "num_ranks": 3} | launcher_options, narrow),
+    }
+    assert sorted(args[0] for _, _, args, _, _ in sent) == [1.0, 2.0]
+    for batch, fn, args, _kwargs, context in sent:
+        spec, resources = expected[args[0]]
+        # The site's static {num_nodes: 1, ranks_per_node: 4} is overridden by the task's.
+        assert batch["resource_specification"] == spec
+        assert batch["user_endpoint_config"] == USER_ENDPOINT_CONFIG
+        assert len(batch["tasks"][FUNCTION_ID]) == 1
+        assert fn is scale
+        assert context["resources"] == resources.worker_view()
+        assert context["mpi"] == {"launcher": "mpiexec", "options": options, "nodes": []}
+    # A task that asks nothing still sends one (Parsl's MPI mode refuses an empty one).
+    site.submit(scale, (3.0,), {})
+    batch, *_ = tasks_sent(fake, 3)[2]
+    assert batch["resource_specification"] == {
+        "num_nodes": 1, "ranks_per_node": 1, "num_ranks": 1,
+    } | launcher_options  # fmt: skip
+    assert fake.results_url_requested.wait(30)  # the result stream is up: quiet teardown
+    site.shutdown()
+
+
+@pytest.mark.timeout(60)
+def test_a_site_without_mpi_sends_its_static_resource_specification(
+    make_site: Any, fake: FakeGlobus
+) -> None:
+    site = make_site()
+    site.submit(scale, (1.0,), {}, resources=Resources(ranks_per_node=2, threads_per_rank=2))
+    site.submit(scale, (2.0,), {})
+    sent = tasks_sent(fake, 2)
+    assert all(batch["resource_specification"] == RESOURCE_SPEC for batch, *_ in sent)
+    assert sorted((args[0], context["resources"]["ranks"]) for _, _, args, _, context in sent) == [
+        (1.0, 2),
+        (2.0, 1),
+    ]
+    assert all("mpi" not in context for *_, context in sent)
+    assert fake.results_url_requested.wait(30)
+    site.shutdown()
 
 
 @pytest.mark.timeout(30)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.apps.failures import FailureReason, failure_record, parse_reason
+from orchestrator.apps.mpi import granted
 
 TRACEBACK_TAIL = 4000
 """Characters of a failing task's traceback that are sent back."""
@@ -38,6 +39,20 @@ _CONTEXT: ContextVar[Mapping[str, Any] | None] = ContextVar("orch_task_context",
 def task_context() -> Mapping[str, Any]:
     """What the site running this task passed along (e.g. ``commands``: code → argv)."""
     return _CONTEXT.get() or {}
+
+
+@contextmanager
+def using_context(context: Mapping[str, Any] | None) -> Iterator[Mapping[str, Any]]:
+    """Make ``context`` the :func:`task_context` of the code in the block (then restore it).
+
+    What :func:`run_task` does around a task, for tests and for calling a wrapper directly
+    as a site would run it: ``with using_context({"resources": {...}, "mpi": {...}}):``.
+    """
+    token = _CONTEXT.set(context or {})
+    try:
+        yield context or {}
+    finally:
+        _CONTEXT.reset(token)
 
 
 class TaskTimeout(Exception):
@@ -173,11 +188,17 @@ def run_task(
         A dict with ``ok``, ``value`` (when ok), ``failure`` (when not ok: a
         :class:`~orchestrator.apps.failures.FailureRecord` with the exception type, message,
         traceback tail, ``where='task'``, and the exception's ``reason`` (as a plain string)
-        and ``details`` attributes when it has them), ``host``, ``pid``, ``started`` and
-        ``finished``. Failures are returned, not raised, so the worker and its pool survive
-        them. Everything in it is plain data, so an orch of another version can read it.
+        and ``details`` attributes when it has them), ``host``, ``pid``, ``started``,
+        ``finished`` and ``granted`` (what the task got: ``nodes``, ``ranks``,
+        ``threads_per_rank``, ``hosts``; :func:`orchestrator.apps.mpi.granted`). Failures
+        are returned, not raised, so the worker and its pool survive them. Everything in it
+        is plain data, so an orch of another version can read it.
     """
     started = time.time()
+    try:
+        got: dict[str, Any] = granted(context)
+    except Exception:  # noqa: BLE001 - a malformed context must not lose the task's result
+        got = {"nodes": 1, "ranks": 1, "threads_per_rank": 1, "hosts": [socket.gethostname()]}
     token = _CONTEXT.set(context or {})
     try:
         if context and context.get("data"):
@@ -229,6 +250,7 @@ def run_task(
             "pid": os.getpid(),
             "started": started,
             "finished": time.time(),
+            "granted": got,
         }
     finally:
         _CONTEXT.reset(token)
@@ -239,6 +261,7 @@ def run_task(
         "pid": os.getpid(),
         "started": started,
         "finished": time.time(),
+        "granted": got,
     }
 
 

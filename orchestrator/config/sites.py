@@ -403,7 +403,7 @@ _HINTS: dict[str, str] = {
 MPI_FIELD_HINTS: dict[str, str] = {
     "launcher": "use one of: mpiexec (MPICH, Cray PALS), openmpi (OpenMPI's mpiexec), srun "
     "(Slurm), aprun (Cray ALPS)",
-    "options": "give the extra launcher words as one string, e.g. \"--cpu-bind depth\"",
+    "options": 'give the extra launcher words as one string, e.g. "--cpu-bind depth"',
     "ranks_per_node": "set a whole number >= 1: the most ranks one node takes (its cores)",
     "nodes": 'give a list of host names, one per node, e.g. ["localhost", "localhost"]',
 }

@@ -8,12 +8,25 @@ NAME --core-config config.yaml --template-config user_config_template.yaml.j2
   a config without one as a template-capable ``CoreEndpointConfig``, which renders
   ``user_config_template.yaml.j2`` for every distinct ``user_endpoint_config`` it receives
   and starts one user endpoint process per rendered config.
-* ``user_config_template.yaml.j2``: a ``GlobusComputeEngine`` with a Parsl provider. The
-  defaults of its variables are the site's own ``user_endpoint_config`` values (so a task
-  sent with exactly those values, as orch's tasks are, renders the defaults), and
-  ``max_workers_per_node`` defaults to the site's ``capacity``.
+* ``user_config_template.yaml.j2``: a ``GlobusComputeEngine`` (a ``GlobusMPIEngine`` for a
+  site with ``mpi:``, see MPI below) with a Parsl provider. The defaults of its variables are
+  the site's own ``user_endpoint_config`` values (so a task sent with exactly those values, as
+  orch's tasks are, renders the defaults), and ``max_workers_per_node`` defaults to the
+  site's ``capacity``.
 * ``user_config_schema.json``: the variables' types; unknown variables are refused, so a
   misspelt option fails at submission instead of silently starting another user endpoint.
+
+MPI. A site with ``mpi:`` gets a ``GlobusMPIEngine`` (Parsl's ``MPIExecutor``) instead: one
+worker pool on the first node of each batch job, whose workers start their tasks' programs
+over the nodes Parsl hands them (from ``PBS_NODEFILE`` or ``SLURM_NODELIST``, read by the
+worker pool inside the job, never when the config is loaded). ``mpi_launcher`` is the site's
+``mpi.launcher`` in Parsl's words (``openmpi`` is ``mpiexec``: Parsl has no OpenMPI kind, and
+orch's wrappers build OpenMPI's launch line themselves), the provider's launcher is always a
+``SimpleLauncher`` (the only one ``MPIExecutor`` accepts), ``nodes_per_block`` defaults to the
+site's ``capacity`` (which counts nodes there) and ``max_workers_per_block`` (tasks at once
+per job, one per node at most) to ``nodes_per_block``. The HTEX-only variables
+(``launcher``, ``max_workers_per_node``, ``available_accelerators``) are not in an MPI site's
+schema: a site that sets one is refused with the reason.
 
 Containers. In ``mode: workers`` the engine wraps its worker pool with Globus Compute's
 ``custom`` container type: ``container_cmd_options`` is
@@ -124,7 +137,36 @@ _SCHEMA_PROPERTIES: dict[str, dict[str, Any]] = {
         "at (ignored when address is given)",
     },
 }
-"""Every template variable and its JSON schema (``additionalProperties: false``)."""
+"""Every template variable of a site without ``mpi:`` and its JSON schema
+(``additionalProperties: false``)."""
+
+_MPI_ONLY_PROPERTIES: dict[str, dict[str, Any]] = {
+    "max_workers_per_block": {
+        "type": "integer",
+        "minimum": 1,
+        "description": "MPI tasks run at once per batch job, one per node at most "
+        "(default: nodes_per_block)",
+    },
+}
+"""Template variables only an ``mpi:`` site's template has."""
+
+_MPI_REFUSED: dict[str, str] = {
+    "launcher": "an MPI site's provider always uses SimpleLauncher (Parsl's MPIExecutor "
+    "accepts no other; the tasks' ranks are started by mpi.launcher); remove it",
+    "max_workers_per_node": "Parsl's MPIExecutor has no workers per node; use "
+    "max_workers_per_block (MPI tasks at once per batch job)",
+    "available_accelerators": "Parsl's MPIExecutor does not pin workers to accelerators; "
+    "remove it (a task asks for GPUs with its resources)",
+}
+"""HTEX-only template variables an ``mpi:`` site's template does not have, and why."""
+
+PARSL_MPI_LAUNCHERS: dict[str, str] = {
+    "mpiexec": "mpiexec",
+    "openmpi": "mpiexec",
+    "srun": "srun",
+    "aprun": "aprun",
+}
+"""A site's ``mpi.launcher`` -> the ``mpi_launcher`` of Parsl's ``MPIExecutor``."""
 
 _PROVIDER_OPTIONAL = ("account", "partition", "queue", "qos", "walltime", "scheduler_options")
 """Provider settings written only when given (not every provider takes them)."""
@@ -143,6 +185,14 @@ def _globus_site(config: SiteConfig) -> None:
         )
 
 
+def _schema_properties(config: SiteConfig) -> dict[str, dict[str, Any]]:
+    """The template variables of ``config``'s template and their JSON schemas."""
+    if config.mpi is None:
+        return dict(_SCHEMA_PROPERTIES)
+    kept = {k: v for k, v in _SCHEMA_PROPERTIES.items() if k not in _MPI_REFUSED}
+    return kept | _MPI_ONLY_PROPERTIES
+
+
 def _site_values(config: SiteConfig) -> dict[str, Any]:
     """The site's ``user_endpoint_config``, checked against the schema orch writes."""
     values = dict(config.user_endpoint_config)
@@ -152,6 +202,13 @@ def _site_values(config: SiteConfig) -> dict[str, Any]:
                 f"site '{config.name}': user_endpoint_config.{name}: set by orch (false only "
                 "for the deployment task); remove it"
             )
+    if config.mpi is not None:
+        for name, why in _MPI_REFUSED.items():
+            if name in values:
+                raise ConfigError(
+                    f"site '{config.name}': user_endpoint_config.{name}: not used by an MPI "
+                    f"site: {why}"
+                )
     _validate(values, _schema(config), f"site '{config.name}': user_endpoint_config")
     return values
 
@@ -164,6 +221,7 @@ def template_defaults(config: SiteConfig) -> dict[str, Any]:
             variable the template does not have or a value of the wrong type.
     """
     _globus_site(config)
+    values = _site_values(config)
     defaults: dict[str, Any] = {
         "container": True,
         "provider": "LocalProvider",
@@ -172,11 +230,18 @@ def template_defaults(config: SiteConfig) -> dict[str, Any]:
         "min_blocks": 0,
         "max_blocks": 1,
         "worker_init": "",
-        "max_workers_per_node": config.capacity,
     }
-    if config.accelerators:
-        defaults["available_accelerators"] = list(config.accelerators)
-    return defaults | _site_values(config)
+    if config.mpi is not None:
+        # capacity counts nodes: one batch job holds them all unless the site says otherwise,
+        # and a job runs at most one task per node.
+        nodes = int(values.get("nodes_per_block", config.capacity))
+        defaults["nodes_per_block"] = config.capacity
+        defaults["max_workers_per_block"] = min(nodes, config.capacity)
+    else:
+        defaults["max_workers_per_node"] = config.capacity
+        if config.accelerators:
+            defaults["available_accelerators"] = list(config.accelerators)
+    return defaults | values
 
 
 def probe_user_config(config: SiteConfig) -> dict[str, Any]:
@@ -213,7 +278,7 @@ def _schema(config: SiteConfig) -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"user_endpoint_config of orch site '{config.name}'",
         "type": "object",
-        "properties": _SCHEMA_PROPERTIES,
+        "properties": _schema_properties(config),
         "additionalProperties": False,
     }
 
@@ -222,7 +287,7 @@ def _schema_text(config: SiteConfig, defaults: Mapping[str, Any]) -> str:
     schema = _schema(config)
     schema["properties"] = {
         name: prop | ({"default": defaults[name]} if name in defaults else {})
-        for name, prop in _SCHEMA_PROPERTIES.items()
+        for name, prop in _schema_properties(config).items()
     }
     return json.dumps(schema, indent=2) + "\n"
 
@@ -295,12 +360,24 @@ def _wrapper(config: SiteConfig) -> str | None:
 def _template_text(config: SiteConfig, defaults: Mapping[str, Any]) -> str:
     wrapper = _wrapper(config)
     mode = config.container.mode if config.container else None
+    mpi = config.mpi
     lines = [
         f"{{#- Globus Compute user endpoint template of orch site '{config.name}', written by",
         "    `orch deploy` (Jinja, rendered by the endpoint for each user_endpoint_config;",
         f"    submitted strings arrive JSON-quoted; see {SCHEMA_FILE}).",
-        "    Defaults: the site's user_endpoint_config; max_workers_per_node: its capacity.",
     ]
+    if mpi is None:
+        lines.append(
+            "    Defaults: the site's user_endpoint_config; max_workers_per_node: its capacity."
+        )
+    else:
+        lines += [
+            "    Defaults: the site's user_endpoint_config; nodes_per_block: its capacity (in",
+            "    nodes); max_workers_per_block: nodes_per_block (one MPI task per node at most).",
+            f"    MPI (mpi.launcher: {mpi.launcher}): Parsl's MPIExecutor, whose provider must",
+            "    use SimpleLauncher (one worker pool on the job's first node); each task's",
+            "    resource_specification (num_nodes, ranks_per_node, num_ranks) picks its nodes.",
+        ]
     if wrapper is not None:
         lines += [
             "    container (default true): run the worker pool inside the image with",
@@ -322,11 +399,22 @@ def _template_text(config: SiteConfig, defaults: Mapping[str, Any]) -> str:
         "idle_heartbeats_hard: 5760",
         "",
         "engine:",
-        "  type: GlobusComputeEngine",
-        "  max_workers_per_node: {{ max_workers_per_node }}",
-        "{%- if available_accelerators is defined %}",
-        '  available_accelerators: [{{ available_accelerators | join(", ") }}]',
-        "{%- endif %}",
+    ]
+    if mpi is None:
+        lines += [
+            "  type: GlobusComputeEngine",
+            "  max_workers_per_node: {{ max_workers_per_node }}",
+            "{%- if available_accelerators is defined %}",
+            '  available_accelerators: [{{ available_accelerators | join(", ") }}]',
+            "{%- endif %}",
+        ]
+    else:
+        lines += [
+            "  type: GlobusMPIEngine",
+            f"  mpi_launcher: {PARSL_MPI_LAUNCHERS[mpi.launcher]}",
+            "  max_workers_per_block: {{ max_workers_per_block }}",
+        ]
+    lines += [
         "{%- if address is defined %}",
         "  address: {{ address }}",
         "{%- elif interface is defined %}",
@@ -345,14 +433,16 @@ def _template_text(config: SiteConfig, defaults: Mapping[str, Any]) -> str:
             f"  container_cmd_options: {value}",
             "{%- endif %}",
         ]
-    lines += [
-        "  provider:",
-        "    type: {{ provider }}",
-        "{%- if launcher is defined %}",
-        "    launcher:",
-        "      type: {{ launcher }}",
-        "{%- endif %}",
-    ]
+    lines += ["  provider:", "    type: {{ provider }}"]
+    if mpi is None:
+        lines += [
+            "{%- if launcher is defined %}",
+            "    launcher:",
+            "      type: {{ launcher }}",
+            "{%- endif %}",
+        ]
+    else:
+        lines += ["    launcher:", "      type: SimpleLauncher"]
     for name in _PROVIDER_OPTIONAL:
         lines += [f"{{%- if {name} is defined %}}", f"    {name}: {{{{ {name} }}}}", "{%- endif %}"]
     lines += [

@@ -23,6 +23,7 @@ from orchestrator.dispatch.methods import MethodRegistry
 from orchestrator.dispatch.results import ResultsWriter
 from orchestrator.exceptions import ConfigError, SiteUnavailableError
 from orchestrator.models import (
+    BAD_INPUT,
     CANCELLED,
     SITE_FAILURE,
     TIMEOUT,
@@ -34,6 +35,7 @@ from orchestrator.models import (
     Task,
     Timestamps,
 )
+from orchestrator.resources import Granted
 from orchestrator.sites.base import Outcome, Site
 
 if TYPE_CHECKING:
@@ -72,6 +74,9 @@ class SiteStats:
     kind: str
     capacity: int
     in_flight: int = 0
+    """Tasks sent to the site whose result has not come back."""
+    slots_used: int = 0
+    """Slots (nodes on an MPI site, else cores) those tasks take."""
     done: int = 0
     failed: int = 0
     moved: int = 0
@@ -80,13 +85,13 @@ class SiteStats:
 
     @property
     def running(self) -> int:
-        """Tasks the site's workers are busy with (at most ``capacity``)."""
-        return min(self.in_flight, self.capacity)
+        """Slots the site's tasks keep busy (at most ``capacity``)."""
+        return min(self.slots_used, self.capacity)
 
     @property
     def queued(self) -> int:
-        """Tasks sent to the site that wait there for a free worker."""
-        return self.in_flight - self.running
+        """Slots of tasks sent to the site that wait there for free workers."""
+        return self.slots_used - self.running
 
 
 def check_kinds(methods: MethodRegistry, available: set[str]) -> None:
@@ -157,6 +162,7 @@ class Dispatcher:
             site.on_down(self._site_down)
         check_kinds(methods, set(self._by_kind))
         self._slots: dict[str, int] = {s.name: 0 for s in self.sites}
+        self._wide: dict[str, int] = {s.name: 0 for s in self.sites}  # multi-slot tasks in flight
         self._tick = itertools.count()
         self._last_used: dict[str, int] = {s.name: -1 for s in self.sites}
         self._backlog: dict[str, deque[Task]] = {kind: deque() for kind in self._by_kind}
@@ -220,8 +226,16 @@ class Dispatcher:
             raise SiteUnavailableError("the campaign is shutting down; no new tasks are accepted")
         method = self.methods.get(task.method)
         task.slots = method.slots
+        if task.resources.is_default and not method.resources.is_default:
+            task.resources = method.resources
         if task.walltime is None:
             task.walltime = method.walltime
+        refused = self._refusal(task, method.kind)
+        if refused is not None:
+            self._change("submitted", task)
+            outcome = Outcome.site_failure("ResourcesError", refused, reason=BAD_INPUT)
+            self._finish(task, None, outcome, final=True)
+            return
         if self.journal is not None:
             task.input_key = input_key(task.method, task.args, task.kwargs)
             earlier = self.journal.replay(task.input_key)
@@ -238,27 +252,62 @@ class Dispatcher:
         self._change("submitted", task)
         self._place_or_hold(task, method.kind)
 
-    def _choose(self, kind: str, slots: int, avoid: str | None = None) -> Site | None:
+    def _refusal(self, task: Task, kind: str) -> str | None:
+        """Why no site of ``kind`` can ever run ``task`` (None when one can)."""
+        reasons = [site.refusal(task.resources) for site in self._by_kind[kind]]
+        if all(reasons):
+            return (
+                f"the task asks for {task.resources.describe()}, which no {kind} site can give: "
+                f"{'; '.join(r for r in reasons if r)}; ask for less, or add a site that has it"
+            )
+        return None
+
+    def _need(self, site: Site, task: Task) -> int:
+        """Slots ``task`` takes at ``site``."""
+        return max(task.slots, site.slots_for(task.resources))
+
+    def _fits(self, site: Site, need: int) -> bool:
+        """Whether a task of ``need`` slots may be sent to ``site`` now (caller holds the lock).
+
+        Single-slot tasks are sent up to the site's ``max_in_flight`` (they queue there for
+        the next free worker). A task of several slots is sent only when they are free, and
+        while one runs nothing is queued past the capacity: a worker that takes a queued task
+        cannot know the cores an MPI program of another worker uses.
+        """
+        used = self._slots[site.name]
+        if need > 1 or self._wide[site.name]:
+            return used + need <= site.capacity
+        return used + need <= site.config.in_flight_limit
+
+    def _choose(self, kind: str, task: Task, avoid: str | None = None) -> Site | None:
         """Pick the site for a task (caller holds the lock); ``None`` when none has room.
 
         ``avoid`` (the site a retried task just failed on) is taken only when no other has
-        room.
+        room. Sites that can never run the task (too small) are skipped.
         """
         best: Site | None = None
         best_key: tuple[bool, float, int] | None = None
+        best_need = 0
         for site in self._by_kind[kind]:
             if site.is_down or self.stats[site.name].drained:
                 continue
-            used = self._slots[site.name]
-            if used + slots > site.config.in_flight_limit and used > 0:
+            if site.refusal(task.resources) is not None:
                 continue
+            need = self._need(site, task)
+            if not self._fits(site, need):
+                continue
+            used = self._slots[site.name]
             key = (site.name == avoid, used / site.capacity, self._last_used[site.name])
             if best_key is None or key < best_key:
-                best, best_key = site, key
+                best, best_key, best_need = site, key, need
         if best is not None:
-            self._slots[best.name] += slots
+            task.placed_slots = best_need
+            self._slots[best.name] += best_need
+            if best_need > 1:
+                self._wide[best.name] += 1
             self._last_used[best.name] = next(self._tick)
             self.stats[best.name].in_flight += 1
+            self.stats[best.name].slots_used += best_need
         return best
 
     def _place_or_hold(self, task: Task, kind: str) -> None:
@@ -270,12 +319,17 @@ class Dispatcher:
         with self._lock:
             outage = all(site.is_down for site in self._by_kind[kind])
             avoid = task.moves[-1].site if task.moves else None
-            site = None if outage else self._choose(kind, task.slots, avoid)
+            # Behind tasks already waiting (first come, first served: a wide task waiting
+            # for its slots is not overtaken by a stream of small ones).
+            queued_ahead = bool(self._backlog[kind])
+            site = None if outage or queued_ahead else self._choose(kind, task, avoid)
             if site is None:
                 self._backlog[kind].append(task)
                 self._held_at[task.task_id] = time.monotonic()
         if site is None:
             self._change("waiting", task, detail=f"no {kind} site is up" if outage else "")
+            if queued_ahead and not outage:
+                self._drain_backlog(kind)
             return
         self._send(task, site)
 
@@ -307,7 +361,12 @@ class Dispatcher:
             task.sent = time.time()
             self._change("sent", task, site)
             future = site.submit(
-                method.function, args, kwargs, walltime=task.walltime, task_id=task.task_id
+                method.function,
+                args,
+                kwargs,
+                walltime=task.walltime,
+                task_id=task.task_id,
+                resources=task.resources,
             )
         except SiteUnavailableError as exc:
             if self._claim(attempt):
@@ -353,8 +412,11 @@ class Dispatcher:
     def _release(self, site: Site, task: Task) -> None:
         """Free the task's slots at ``site`` and send what the backlog can now place."""
         with self._lock:
-            self._slots[site.name] -= task.slots
+            self._slots[site.name] -= task.placed_slots
+            if task.placed_slots > 1:
+                self._wide[site.name] -= 1
             self.stats[site.name].in_flight -= 1
+            self.stats[site.name].slots_used -= task.placed_slots
         self._drain_backlog(site.kind)
 
     def _drain_backlog(self, kind: str) -> None:
@@ -365,7 +427,7 @@ class Dispatcher:
             backlog = self._backlog[kind]
             while backlog:
                 nxt = backlog[0]
-                chosen = self._choose(kind, nxt.slots)
+                chosen = self._choose(kind, nxt)
                 if chosen is None:
                     break
                 backlog.popleft()
@@ -426,7 +488,12 @@ class Dispatcher:
         self._finish(task, site, outcome)
 
     def _finish(
-        self, task: Task, site: Site | None, outcome: Outcome, returned: float | None = None
+        self,
+        task: Task,
+        site: Site | None,
+        outcome: Outcome,
+        returned: float | None = None,
+        final: bool = False,
     ) -> None:
         failure = outcome.failure or {}
         reason = failure.get("reason")
@@ -451,6 +518,7 @@ class Dispatcher:
                 )
         if (
             not outcome.ok
+            and not final
             and reason != CANCELLED
             and task.retries < task.max_retries
             and not self._closed
@@ -494,6 +562,7 @@ class Dispatcher:
             worker_host=outcome.host,
             worker_pid=outcome.pid,
             remote_task_id=outcome.remote_id,
+            granted=Granted.model_validate(outcome.granted) if outcome.granted else None,
             image=site.image if site is not None else None,
             image_digest=site.image_digest if site is not None else None,
             timestamps=Timestamps(
@@ -684,6 +753,7 @@ class Dispatcher:
                 "backend": site.config.backend,
                 "capacity": site.capacity,
                 "in_flight": stats.in_flight,
+                "slots_used": stats.slots_used,
                 "running": stats.running,
                 "queued": stats.queued,
                 "done": stats.done,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from orchestrator.exceptions import ConfigError, UnknownMethodError
 from orchestrator.models import RETRIED_BY_DEFAULT, FailureReason, parse_reason
+from orchestrator.resources import Resources, ResourcesError
 
 SiteKindName = Literal["cpu", "gpu"]
 
@@ -31,7 +32,11 @@ class Method:
             10 MiB once serialized.
         name: Name used in ``send_inputs(method=...)``; defaults to the function's name.
         kind: Which kind of site runs it: ``cpu`` or ``gpu``.
-        slots: Site slots (workers) one task occupies.
+        slots: Site slots (workers) one task occupies at least, whatever its resources.
+        resources: What each task asks for unless its call says otherwise
+            (``send_inputs(resources=...)``): a :class:`~orchestrator.resources.Resources` or
+            a mapping of its fields (Colmena's ``ResourceRequirements`` names are read too).
+            A bad value is a ``ConfigError``.
         max_retries: Default retry budget when ``send_inputs`` does not give one. A task
             that moves off a failed site uses one retry.
         retry_on: Failure reasons worth a retry (``FailureInfo.reason``): ``FailureReason``
@@ -58,6 +63,7 @@ class Method:
     backoff: float = 0.0
     walltime: float | None = None
     proxy_threshold: int | None = None
+    resources: Resources = field(default_factory=Resources)
 
     def __post_init__(self) -> None:
         if not callable(self.function):
@@ -72,6 +78,11 @@ class Method:
             raise ConfigError(f"method {self.name}: kind {self.kind!r} is not 'cpu' or 'gpu'")
         if self.slots < 1:
             raise ConfigError(f"method {self.name}: slots must be >= 1 (got {self.slots})")
+        try:
+            parsed = Resources.parse(self.resources, where=f"method {self.name}: resources")
+        except ResourcesError as exc:
+            raise ConfigError(str(exc)) from None
+        object.__setattr__(self, "resources", parsed)
         if self.max_retries < 0:
             raise ConfigError(f"method {self.name}: max_retries must be >= 0")
         if self.retry_on != "any":

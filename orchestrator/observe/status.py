@@ -278,7 +278,7 @@ def render(status: dict[str, Any]) -> Any:
     parts.append(Text.from_markup(head))
 
     sites = Table(title="sites", title_justify="left")
-    for column in ("site", "kind", "workers", "state", "waiting", "queued", "running", "done"):
+    for column in ("site", "kind", "slots", "state", "waiting", "queued", "in use", "done"):
         sites.add_column(column, justify="left" if column in ("site", "kind", "state") else "right")
     sites.add_column("failed", justify="right")
     sites.add_column("moved", justify="right")
@@ -295,7 +295,7 @@ def render(status: dict[str, Any]) -> Any:
             state,
             str(s["waiting"]),
             str(s["queued"]),
-            str(s["running"]),
+            f"{s['running']}/{s['capacity']}",
             str(s["done"]),
             str(s["failed"]),
             str(s["moved"]),

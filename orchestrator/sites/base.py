@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.sites import SiteConfig
-from orchestrator.resources import Resources
 from orchestrator.models import (
     SITE_FAILURE,
     FailureReason,
@@ -21,6 +20,7 @@ from orchestrator.models import (
     failure_record,
     parse_reason,
 )
+from orchestrator.resources import Resources
 
 
 @dataclass
@@ -177,7 +177,7 @@ class Site(ABC):
             if limit is not None and resources.cores_per_node > limit:
                 return (
                     f"site '{self.name}' has {limit} core(s) per node and the task asks for "
-                    f"{resources.per_node} rank(s) x {resources.threads_per_rank} thread(s) on one"
+                    f"{resources.per_node} rank(s) x {resources.threads_per_rank} thread(s) on one node"
                 )
             if need > self.capacity:
                 return f"site '{self.name}' has {self.capacity} node(s); the task asks for {need}"

@@ -33,6 +33,14 @@ Behaviour worth knowing (measured with globus-compute-sdk 4.19.0 / globus-sdk 4.
   nothing (submissions and the result stream report service failures themselves).
   A broker outage needs no watch: the SDK's result watcher gives up after five reconnect
   attempts (0.5-10 s apart), failing its futures with the AMQP error, which marks the site down.
+* **Per-task resources.** Every task's context carries its ``resources``
+  (``Resources.worker_view()``). On a site with ``mpi:`` each task is also sent with its own
+  ``resource_specification`` (nodes, ranks and ``mpi.options`` as ``launcher_options``, over
+  the site's static one), which the endpoint's ``GlobusMPIEngine`` reads: the SDK copies its
+  executor's public ``resource_specification`` into a task at ``submit()``, so the site sets
+  it just before each submit, under its submit lock; the SDK then sends tasks whose
+  specifications differ in batches of their own. Any other site sends its static
+  ``resource_specification`` with every task.
 * **Service URL override.** ``GLOBUS_SDK_SERVICE_URL_COMPUTE`` (globus-sdk's standard
   per-service override, which the Compute SDK's ``Client`` otherwise ignores) points the site
   at another Compute service, e.g. a proxy or a test double; ``GLOBUS_SDK_SERVICE_URL_AUTH``
@@ -69,6 +77,7 @@ from globus_sdk.token_storage import TokenValidationError
 from orchestrator.apps.runtime import run_task
 from orchestrator.config.sites import SiteConfig
 from orchestrator.exceptions import ConfigError, SiteUnavailableError
+from orchestrator.resources import Resources
 from orchestrator.sites.base import Outcome, Site
 
 log = logging.getLogger(__name__)
@@ -398,11 +407,15 @@ class GlobusSite(Site):
         kwargs: dict[str, Any],
         walltime: float | None = None,
         task_id: str | None = None,
+        resources: Resources | None = None,
     ) -> Future[Any]:
         """Send ``run_task(fn, args, kwargs)`` to the endpoint.
 
         ``task_id`` is not sent: the service has no remote cancel, so :meth:`cancel` (the
-        default) only lets the dispatcher ignore the result.
+        default) only lets the dispatcher ignore the result. ``resources`` (default: one rank)
+        reach the worker as ``task_context()["resources"]``; on a site with ``mpi:`` the task
+        is also sent with its own ``resource_specification`` (:meth:`_resource_specification`),
+        which the endpoint's ``GlobusMPIEngine`` reads to give it its nodes.
 
         Returns:
             The SDK's ``ComputeFuture`` (or, for an input that cannot be sent at all, an
@@ -431,11 +444,17 @@ class GlobusSite(Site):
                 f"Globus Compute limit of {MAX_TASK_PAYLOAD}; pass large inputs by proxy",
                 input_size,
             )
+        resources = resources or Resources()
+        context = {**self.task_context, "resources": resources.worker_view()}
+        if walltime is not None:
+            context["walltime"] = walltime
+        spec = self._resource_specification(resources) if self.is_mpi else None
         try:
             with self._submit_lock:
-                context = self.task_context
-                if walltime is not None:
-                    context = {**context, "walltime": walltime}
+                if spec is not None:
+                    # The SDK copies its executor's resource_specification into the task at
+                    # submit(): set per task, under the lock, so that each carries its own.
+                    executor.resource_specification = spec
                 future = executor.submit(run_task, fn, tuple(args), dict(kwargs), context)
         except Exception as exc:  # noqa: BLE001 - registration/submission failures
             if executor is not self._executor:
@@ -453,6 +472,20 @@ class GlobusSite(Site):
             future.cancel()
         future.add_done_callback(self._on_done)
         return future
+
+    def _resource_specification(self, resources: Resources) -> dict[str, Any]:
+        """What an ``mpi:`` site sends as one task's ``resource_specification``.
+
+        The site's static ``resource_specification``, overridden by the task's nodes and ranks
+        (``num_nodes``, ``ranks_per_node``, ``num_ranks``) and, when ``mpi.options`` is set,
+        ``launcher_options``. Never empty (Parsl's MPI mode refuses an empty one).
+        """
+        mpi = self.config.mpi
+        options = mpi.options if mpi is not None else ""
+        return {
+            **self.config.resource_specification,
+            **resources.resource_specification(options),
+        }
 
     def _current_executor(self) -> Any:
         """The live executor, built on first use.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from parsl.launchers import SingleNodeLauncher
+from parsl.launchers import SimpleLauncher, SingleNodeLauncher
 
 
 class PrefixLauncher(SingleNodeLauncher):
@@ -36,6 +36,31 @@ class PrefixLauncher(SingleNodeLauncher):
         self, command: str, tasks_per_node: int, nodes_per_block: int, script_dir: str = ""
     ) -> str:
         """The launch script: ``SingleNodeLauncher``'s, around ``<prefix> <command>``."""
+        if self.prefix:
+            command = f"{shlex.join(self.prefix)} {command}"
+        return super().__call__(command, tasks_per_node, nodes_per_block, script_dir)
+
+
+class PrefixSimpleLauncher(SimpleLauncher):
+    """Parsl's ``SimpleLauncher`` (what MPI mode requires) behind an argv prefix.
+
+    The MPI engine starts one worker pool per block, on the block's first node; its workers
+    start each task's MPI program over the task's nodes. ``prefix`` works as in
+    :class:`PrefixLauncher`.
+
+    Args:
+        prefix: The words put before the worker pool's command.
+        debug: Passed to ``SimpleLauncher``.
+    """
+
+    def __init__(self, prefix: Sequence[str], debug: bool = True):
+        super().__init__(debug=debug)
+        self.prefix = list(prefix)
+
+    def __call__(
+        self, command: str, tasks_per_node: int, nodes_per_block: int, script_dir: str = ""
+    ) -> str:
+        """``SimpleLauncher``'s script, around ``<prefix> <command>``."""
         if self.prefix:
             command = f"{shlex.join(self.prefix)} {command}"
         return super().__call__(command, tasks_per_node, nodes_per_block, script_dir)

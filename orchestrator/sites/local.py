@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import random
+import shlex
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ import psutil
 from globus_compute_common import messagepack
 from globus_compute_common.messagepack.message_types import Result as PackedResult
 from globus_compute_common.messagepack.message_types import Task as PackedTask
-from globus_compute_endpoint.engines import GlobusComputeEngine
+from globus_compute_endpoint.engines import GlobusComputeEngine, GlobusMPIEngine
 from globus_compute_endpoint.engines.base import GCFuture
 from globus_compute_sdk.serialize import ComputeSerializer
 from parsl.executors.high_throughput.errors import ManagerLost
@@ -34,9 +35,10 @@ from orchestrator.apps.runtime import CANCEL_SIGNAL, TaskWrapper, control_files
 from orchestrator.config.sites import SiteConfig
 from orchestrator.containers.plan import plan_for
 from orchestrator.exceptions import SiteUnavailableError
+from orchestrator.resources import Resources
 from orchestrator.sites import htex
 from orchestrator.sites.base import Outcome, Site
-from orchestrator.sites.launchers import PrefixLauncher
+from orchestrator.sites.launchers import PrefixLauncher, PrefixSimpleLauncher
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +141,7 @@ class LocalSite(Site):
         super().__init__(config, run_dir, context)
         self._extra_paths = list(extra_paths or [])
         self._engine: GlobusComputeEngine | None = None
-        self._packed: dict[tuple[Callable[..., Any], float | None], str] = {}
+        self._packed: dict[tuple[Callable[..., Any], float | None, Resources], str] = {}
         self._endpoint_id = uuid.uuid5(uuid.NAMESPACE_URL, f"orch-local-site:{config.name}")
         self._life = threading.RLock()  # a restart and a shutdown never overlap
         self._closed = False
@@ -170,8 +172,25 @@ class LocalSite(Site):
             lines.append(self.config.worker_init)
         return "\n".join(lines)
 
+    def _node_list_init(self, worker_init: str) -> str:
+        """``worker_init`` plus the node list Parsl's MPI mode reads (a PBS node file).
+
+        The MPI engine allots nodes to tasks from the batch job's node list; here the "job"
+        is this machine, and the list names the site's nodes (``mpi.nodes``; ``localhost``
+        once per node by default).
+        """
+        node_file = self.working_dir / "nodefile"
+        nodes = self.mpi_context()["nodes"]
+        node_file.write_text("".join(f"{node}\n" for node in nodes))
+        line = f"export PBS_NODEFILE={shlex.quote(str(node_file))}"
+        return f"{worker_init}\n{line}" if worker_init else line
+
     def start(self) -> None:
-        """Start the engine: interchange plus one block of ``capacity`` workers."""
+        """Start the engine: interchange plus one block of ``capacity`` workers.
+
+        A site with ``mpi:`` runs Globus Compute's MPI engine (Parsl's ``MPIExecutor``):
+        one worker per node, each task given the nodes it asks for from the site's node list.
+        """
         bin_dir = os.path.dirname(sys.executable)
         path = os.environ.get("PATH", "")
         if not path.startswith(bin_dir + os.pathsep):
@@ -189,25 +208,47 @@ class LocalSite(Site):
                     "container_type": "custom",
                     "container_cmd_options": plan.launch_template(self.working_dir),
                 }
-        engine = GlobusComputeEngine(
-            **container,
-            label=f"orch-{self.name}",
-            address=self.config.address,
-            max_workers_per_node=self.capacity,
-            available_accelerators=accelerators or [],
-            encrypted=False,
-            heartbeat_period=HEARTBEAT_PERIOD_S,
-            heartbeat_threshold=HEARTBEAT_THRESHOLD_S,
-            provider=LocalProvider(
-                init_blocks=0,  # launched below: the status poller would wait one period (5 s)
-                min_blocks=0,
-                max_blocks=1,
-                nodes_per_block=1,
-                launcher=PrefixLauncher(self.config.launcher),
-                worker_init=self._worker_init(),
-            ),
-            job_status_kwargs={"strategy": "none", "max_idletime": 0},
-        )
+        worker_init = self._worker_init()
+        if self.config.mpi is not None:
+            engine: GlobusComputeEngine = GlobusMPIEngine(
+                **container,
+                label=f"orch-{self.name}",
+                address=self.config.address,
+                max_workers_per_block=self.capacity,  # one task per node at most
+                mpi_launcher="mpiexec",  # Parsl's word for both MPIs; wrappers build the line
+                encrypted=False,
+                heartbeat_period=HEARTBEAT_PERIOD_S,
+                heartbeat_threshold=HEARTBEAT_THRESHOLD_S,
+                provider=LocalProvider(
+                    init_blocks=0,
+                    min_blocks=0,
+                    max_blocks=1,
+                    nodes_per_block=1,
+                    launcher=PrefixSimpleLauncher(self.config.launcher),
+                    worker_init=self._node_list_init(worker_init),
+                ),
+                job_status_kwargs={"strategy": "none", "max_idletime": 0},
+            )
+        else:
+            engine = GlobusComputeEngine(
+                **container,
+                label=f"orch-{self.name}",
+                address=self.config.address,
+                max_workers_per_node=self.capacity,
+                available_accelerators=accelerators or [],
+                encrypted=False,
+                heartbeat_period=HEARTBEAT_PERIOD_S,
+                heartbeat_threshold=HEARTBEAT_THRESHOLD_S,
+                provider=LocalProvider(
+                    init_blocks=0,  # launched below: the poller would wait one period (5 s)
+                    min_blocks=0,
+                    max_blocks=1,
+                    nodes_per_block=1,
+                    launcher=PrefixLauncher(self.config.launcher),
+                    worker_init=worker_init,
+                ),
+                job_status_kwargs={"strategy": "none", "max_idletime": 0},
+            )
         self._engine = engine
         self._started_at = time.monotonic()
         self._pool_seen = False
@@ -226,8 +267,13 @@ class LocalSite(Site):
         kwargs: dict[str, Any],
         walltime: float | None = None,
         task_id: str | None = None,
+        resources: Resources | None = None,
     ) -> Future[Any]:
         """Pack the call and hand it to the engine; the future completes with packed bytes.
+
+        ``resources`` go in the task's context (once per method and shape of request); on an
+        MPI site they are also the task's ``resource_specification``, from which the engine
+        allots nodes (it holds a task until its nodes are free).
 
         ``task_id`` (orch's) is mapped to the engine's id of the task, which names its
         control files on the worker (``GC_TASK_UUID``), so that :meth:`cancel` can find and
@@ -239,13 +285,18 @@ class LocalSite(Site):
         engine = self._engine
         if engine is None or self.is_down:
             raise SiteUnavailableError(self.down_reason or f"site '{self.name}' is not started")
-        packed_function = self._packed.get((fn, walltime))
+        resources = resources or Resources()
+        key = (fn, walltime, resources)
+        packed_function = self._packed.get(key)
         if packed_function is None:  # once per method: only arguments are serialized per task
-            context = self.task_context
+            context = {**self.task_context, "resources": resources.worker_view()}
             if walltime is not None:
-                context = {**context, "walltime": walltime}
+                context["walltime"] = walltime
             packed_function = _SERIALIZER.serialize(TaskWrapper(fn, context))
-            self._packed[(fn, walltime)] = packed_function
+            self._packed[key] = packed_function
+        spec: dict[str, Any] = {}
+        if self.config.mpi is not None:
+            spec = resources.resource_specification(self.config.mpi.options)
         engine_task = uuid.uuid4()
         packed = pack_call(engine_task, fn, args, kwargs, packed_function)
         engine_future = GCFuture(engine_task)
@@ -260,7 +311,7 @@ class LocalSite(Site):
                 self._drops -= 1
         if not drop:
             engine_future.add_done_callback(lambda done: self._relay(done, future, task_id))
-        engine.submit(engine_future, packed, {})
+        engine.submit(engine_future, packed, spec)
         return future
 
     def _relay(self, done: Future[Any], future: Future[Any], task_id: str | None) -> None:

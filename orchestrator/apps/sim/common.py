@@ -11,10 +11,15 @@ Every wrapper in this package follows the same pattern::
         return parse(run)
 
 The command that launches a code comes from the site (``commands:`` in its YAML, delivered with
-each task): ``lmp`` on a laptop, ``mpiexec -n 4 lmp`` on a cluster. A site with
-``container: {mode: exec}`` runs the code inside its image, the launcher outside:
-``mpiexec -n 4 apptainer exec --cleanenv ... sim.sif lmp``. Only the standard library, numpy,
-ASE and RDKit are imported here: this runs on workers.
+each task): ``lmp`` on a laptop, ``mpiexec -n 4 lmp`` on a cluster. An MPI code (``run_code``'s
+``parallel=True``, the default) is started by the launcher the task's resources and the site's
+``mpi:`` call for (``orchestrator.apps.mpi.launch_prefix``: ``mpiexec -n 2 --map-by ppr:2:node
+--host localhost:2 ... lmp`` for two ranks on an Open MPI site), unless the site's command
+already starts with a launcher (``mpiexec``, ``mpirun``, ``srun``, ``aprun``: that one wins);
+one rank on a site without ``mpi:`` runs the code bare. ``OMP_NUM_THREADS`` is the task's
+threads per rank. A site with ``container: {mode: exec}`` runs the code inside its image, the
+launcher outside: ``mpiexec -n 4 apptainer exec --cleanenv ... sim.sif lmp``. Only the standard
+library, numpy, ASE and RDKit are imported here: this runs on workers.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any, Literal
 
 from orchestrator.apps.containers import container_argv
 from orchestrator.apps.failures import FailureReason, parse_reason
+from orchestrator.apps.mpi import plan_launch
 from orchestrator.apps.runtime import task_context
 
 # Failure reasons (``SimulationError.reason``, copied to ``Result.failure_info.reason``);
@@ -66,8 +72,9 @@ Keep = Literal["never", "failed", "always"]
 """When a run's working directory is kept: never, only when the run failed, or always."""
 
 BASE_ENV = {"OMP_NUM_THREADS": "1", "OMPI_MCA_ess_singleton_isolated": "1"}
-"""Environment for every run: one OpenMP thread unless asked (unset, xtb gets 3-14x slower on
-small machines) and no MPI singleton daemon (saves ~0.1 s per MPI-linked binary)."""
+"""Environment for every run: one OpenMP thread unless asked (the task's ``threads_per_rank``
+or ``run_code``'s ``threads``; unset, xtb gets 3-14x slower on small machines) and no MPI
+singleton daemon (saves ~0.1 s per MPI-linked binary)."""
 
 TAIL_LINES = 30
 KILL_GRACE_S = 5.0
@@ -212,6 +219,62 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+@dataclass(frozen=True)
+class CommandLine:
+    """How one run of a code is started (:func:`command_line`).
+
+    Attributes:
+        argv: The whole command: launcher, container runtime and image (exec mode), code,
+            arguments.
+        env: Variables set for the run (:data:`BASE_ENV`, threads, MPI's, the caller's).
+        launcher: The MPI launcher words at the start of ``argv`` (``[]``: none added).
+        ranks: MPI ranks the task asks for (1 for a code run without MPI).
+    """
+
+    argv: list[str]
+    env: dict[str, str]
+    launcher: list[str]
+    ranks: int
+
+
+def command_line(
+    code: str,
+    args: Sequence[str],
+    *,
+    workdir: Path,
+    default_command: Sequence[str],
+    threads: int | None = None,
+    env: Mapping[str, str] | None = None,
+    parallel: bool = True,
+) -> CommandLine:
+    """The command and variables :func:`run_code` starts ``code`` with, in this task.
+
+    ``launcher + site command + args``; in exec mode ``launcher + runtime exec ... IMAGE +
+    code + args`` (the MPI launcher outside the image, the code's variables passed in with
+    ``--env``). Arguments are those of :func:`run_code`; nothing is started.
+
+    Raises:
+        SimulationError: ``bad_input`` for a thread count below 1 or an unknown launcher
+            kind in the site's ``mpi:``.
+    """
+    if threads is not None and threads < 1:
+        raise bad_input(code, f"threads must be >= 1 (got {threads})")
+    command = resolve_command(code, default_command)
+    context = task_context()
+    try:
+        launch = plan_launch(command, context, threads=threads, parallel=parallel)
+    except ValueError as exc:
+        raise bad_input(code, str(exc)) from None
+    argv = command + [str(a) for a in args]
+    run_env = {**BASE_ENV, **launch.env, **(env or {})}
+    container = context.get("container")
+    if container:  # exec mode: the launcher on the host, the code in the site's image
+        argv = container_argv(container, argv, default_command[0], env=run_env, workdir=workdir)
+    return CommandLine(
+        argv=launch.prefix + argv, env=run_env, launcher=launch.prefix, ranks=launch.ranks
+    )
+
+
 def run_code(
     code: str,
     args: Sequence[str],
@@ -219,12 +282,18 @@ def run_code(
     workdir: Path,
     walltime: float,
     default_command: Sequence[str],
-    threads: int = 1,
+    threads: int | None = None,
     env: Mapping[str, str] | None = None,
     stdin_path: Path | None = None,
     output_files: Sequence[str] = (),
+    parallel: bool = True,
 ) -> Run:
-    """Run ``<site command for code> + args`` in ``workdir`` and wait at most ``walltime`` s.
+    """Run ``<launcher> <site command for code> + args`` in ``workdir``, at most ``walltime`` s.
+
+    The launcher comes from the task's resources and its site's ``mpi:``
+    (:func:`orchestrator.apps.mpi.plan_launch`): none for one rank on a site without ``mpi:``
+    or when the site's command starts with its own launcher. With ``container: {mode: exec}``
+    the launcher stays outside the image: ``launcher apptainer exec ... IMAGE code args``.
 
     The process gets its own session; on timeout (or if the wait is interrupted) the whole
     process group is terminated, then killed. Output goes to ``orch.stdout``/``orch.stderr`` in
@@ -232,23 +301,50 @@ def run_code(
     Files named in ``output_files`` (relative to ``workdir``; codes that write their log to a
     file) are read into ``Run.files`` and lead the output tail of any failure.
 
+    Args:
+        code: The code's name (the key of the site's ``commands:``).
+        args: Arguments after the code's command.
+        workdir: The run's directory.
+        walltime: Seconds before the process group is killed.
+        default_command: The command when the site gives none (its first word names the
+            program for containers).
+        threads: OpenMP threads per rank (``OMP_NUM_THREADS``, and cores bound per rank);
+            default the task's ``threads_per_rank`` (1 outside a task).
+        env: Further variables for the run.
+        stdin_path: A file for the code's standard input.
+        output_files: Output files read into ``Run.files``.
+        parallel: Whether the code runs under MPI when the task has more than one rank;
+            ``False`` (xtb) never puts a launcher before it.
+
     Raises:
-        SimulationError: ``binary_missing`` (the program is not found), ``bad_input`` (a
-            non-positive wall time or thread count), ``timeout`` (killed).
+        SimulationError: ``binary_missing`` (the program or the MPI launcher is not found),
+            ``bad_input`` (a non-positive wall time or thread count), ``timeout`` (killed).
     """
     if walltime <= 0:
         raise bad_input(code, f"walltime must be > 0 seconds (got {walltime})")
-    if threads < 1:
-        raise bad_input(code, f"threads must be >= 1 (got {threads})")
-    argv = resolve_command(code, default_command) + [str(a) for a in args]
-    run_env = {**BASE_ENV, "OMP_NUM_THREADS": str(threads), **(env or {})}
-    container = task_context().get("container")
-    if container:  # exec mode: the launcher on the host, the code in the site's image
-        argv = container_argv(container, argv, default_command[0], env=run_env, workdir=workdir)
-    if shutil.which(argv[0]) is None:
+    line = command_line(
+        code,
+        args,
+        workdir=workdir,
+        default_command=default_command,
+        threads=threads,
+        env=env,
+        parallel=parallel,
+    )
+    argv, run_env = line.argv, line.env
+    if line.launcher and shutil.which(line.launcher[0]) is None:
         raise SimulationError(
             BINARY_MISSING,
-            f"program {argv[0]!r} not found on PATH; install {code} on the workers, or set "
+            f"MPI launcher {line.launcher[0]!r} not found on PATH; the task asks for "
+            f"{line.ranks} rank(s): install MPI on the workers, or set the site's "
+            "'mpi: {launcher: ...}' to the one it has",
+            code=code,
+        )
+    program = argv[len(line.launcher)]
+    if shutil.which(program) is None:
+        raise SimulationError(
+            BINARY_MISSING,
+            f"program {program!r} not found on PATH; install {code} on the workers, or set "
             f"'commands: {{{code}: ...}}' in the site's YAML to the command that runs it",
             code=code,
         )

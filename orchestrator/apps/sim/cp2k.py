@@ -68,6 +68,7 @@ CellLike = float | Sequence[float] | Sequence[Sequence[float]] | np.ndarray
 _NAME = re.compile(r"^[A-Za-z0-9_.+\-/]+$")
 _ENERGY = re.compile(r"ENERGY\| Total FORCE_EVAL \( QS \) energy \[a\.u\.\]:\s+(\S+)")
 _SCF_DONE = re.compile(r"SCF run converged in\s+(\d+) steps")
+_RANKS = re.compile(r"GLOBAL\| Total number of message passing processes\s+(\d+)")
 _NOT_CONVERGED = "SCF run NOT converged"
 _BORDER = re.compile(r"^ \*{20,}\s*$")
 
@@ -82,6 +83,8 @@ class Cp2kResult:
         scf_converged: Always ``True`` (an unconverged SCF raises ``not_converged``).
         scf_steps: SCF iterations CP2K needed.
         seconds: Wall time of the CP2K process.
+        ranks: MPI ranks the run used, as CP2K reports them ("GLOBAL| Total number of message
+            passing processes"); ``None`` when not printed.
     """
 
     energy_hartree: float
@@ -89,6 +92,7 @@ class Cp2kResult:
     scf_converged: bool
     scf_steps: int | None
     seconds: float
+    ranks: int | None = None
 
     @property
     def energy_ev(self) -> float:
@@ -115,7 +119,7 @@ def cp2k_energy(
     eps_scf: float = 1e-6,
     forces: bool = False,
     walltime: float = 3600.0,
-    threads: int = 1,
+    threads: int | None = None,
     keep: Keep = "failed",
 ) -> Cp2kResult:
     """Quickstep (GPW) single-point energy, and forces when asked.
@@ -141,7 +145,8 @@ def cp2k_energy(
         eps_scf: SCF convergence threshold.
         forces: Also compute forces (``RUN_TYPE ENERGY_FORCE``).
         walltime: Seconds before the run is killed.
-        threads: OpenMP threads per process.
+        threads: OpenMP threads per rank; default the task's ``threads_per_rank`` (1 outside
+            a task). MPI ranks come from the task's resources (see ``orchestrator.apps.mpi``).
         keep: When the working directory is kept (``failed``: only for inspection after a
             failure).
 
@@ -494,6 +499,7 @@ def _parse(run: Run, *, natoms: int, forces: bool, max_scf: int) -> Cp2kResult:
     if not math.isfinite(energy):
         raise run.failure(OUTPUT_UNPARSABLE, f"final energy is not a number: {energies[-1]!r}")
     steps = _SCF_DONE.findall(output)
+    ranks = _RANKS.findall(output)
     force_list = _read_forces(run, natoms) if forces else None
     return Cp2kResult(
         energy_hartree=energy,
@@ -501,6 +507,7 @@ def _parse(run: Run, *, natoms: int, forces: bool, max_scf: int) -> Cp2kResult:
         scf_converged=True,
         scf_steps=int(steps[-1]) if steps else None,
         seconds=run.seconds,
+        ranks=int(ranks[-1]) if ranks else None,
     )
 
 

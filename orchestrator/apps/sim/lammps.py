@@ -90,7 +90,7 @@ _FINAL = re.compile(r"^ORCH_FINAL (.*)$", re.MULTILINE)
 _ERROR = re.compile(r"^ERROR(?: on proc \d+)?: .*$", re.MULTILINE)
 _LAST_COMMAND = re.compile(r"^Last command: (.*)$", re.MULTILINE)
 _BOUNDARY = re.compile(r"^[pfsm]{1,2}( [pfsm]{1,2}){2}$")
-_LOOP = re.compile(r"^Loop time of (\S+) on", re.MULTILINE)
+_LOOP = re.compile(r"^Loop time of (\S+) on (\d+) procs", re.MULTILINE)
 
 WATER_MOLECULE = """# SPC/E water: O at the origin, O-H 1.0 Å, H-O-H 109.47°
 
@@ -163,6 +163,8 @@ class LammpsResult:
         trajectory: Path of the kept trajectory file, or ``None`` when none was asked.
         seconds: Wall time of the LAMMPS process.
         loop_seconds: LAMMPS's own "Loop time" of the MD run (without start-up).
+        ranks: MPI ranks the run used, as LAMMPS reports them ("Loop time of ... on N
+            procs"); ``None`` when not printed.
     """
 
     potential_energy: float
@@ -177,6 +179,7 @@ class LammpsResult:
     trajectory: str | None
     seconds: float
     loop_seconds: float | None
+    ranks: int | None = None
 
     def frames(self) -> list[Atoms]:
         """The trajectory's frames as ASE ``Atoms`` (ASE's ``lammps-dump-text`` reader).
@@ -216,7 +219,7 @@ def lammps_md(
     seed: int = 12345,
     trajectory_dir: str | Path | None = None,
     walltime: float = 3600.0,
-    threads: int = 1,
+    threads: int | None = None,
     keep: Keep = "failed",
 ) -> LammpsResult:
     """Run molecular dynamics with LAMMPS and return final energies and the thermo table.
@@ -246,7 +249,9 @@ def lammps_md(
         seed: Random seed for velocities and water orientations (1..900000000).
         trajectory_dir: Directory the trajectory is moved to on success.
         walltime: Seconds before the run is killed.
-        threads: OpenMP threads (only used by OpenMP-enabled LAMMPS styles).
+        threads: OpenMP threads per rank (only used by OpenMP-enabled LAMMPS styles); default
+            the task's ``threads_per_rank`` (1 outside a task). MPI ranks come from the task's
+            resources (see ``orchestrator.apps.mpi``).
         keep: When the working directory is kept (``failed``: only after a failure).
 
     Returns:
@@ -499,7 +504,9 @@ def _input(
 ) -> str:
     lines = [system.rstrip("\n"), "neigh_modify every 1 delay 0 check yes", *extra_commands]
     if create_velocities:
-        lines.append(f"velocity all create {temperature!r} {seed} mom yes dist gaussian")
+        # loop geom: each velocity follows from its atom's position, not its ID (create_atoms
+        # numbers atoms per rank), so a run gives the same result on any number of ranks
+        lines.append(f"velocity all create {temperature!r} {seed} mom yes dist gaussian loop geom")
     if ensemble == "nvt":
         damp = 100 * timestep
         lines.append(f"fix orch_md all nvt temp {temperature!r} {temperature!r} {damp!r}")
@@ -589,5 +596,6 @@ def _parse(run: Run, *, steps: int, units: str, types: tuple[str, ...] | None) -
         thermo=table,
         trajectory=None,
         seconds=run.seconds,
-        loop_seconds=float(loop[-1]) if loop else None,
+        loop_seconds=float(loop[-1][0]) if loop else None,
+        ranks=int(loop[-1][1]) if loop else None,
     )

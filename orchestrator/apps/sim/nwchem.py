@@ -79,6 +79,8 @@ _LABEL = "nwchem"
 
 _FLOAT = r"[-+]?\d+\.\d+(?:[eEdD][-+]?\d+)?"
 _ENERGY_RE = re.compile(rf"^\s*Total (SCF|DFT) energy\s*=\s*({_FLOAT})\s*$", re.M)
+_NPROC_RE = re.compile(r"^\s*nproc\s*=\s*(\d+)\s*$", re.M)
+"""The rank count in NWChem's "Job information" block."""
 _VERSION_RE = re.compile(r"Northwest Computational Chemistry Package \(NWChem\)\s+(\S+)")
 _DASHES = r"[ \t]*-{20,}[ \t]*\n"
 _ERROR_RE = re.compile(
@@ -109,6 +111,8 @@ class NWChemResult:
         multiplicity: Spin multiplicity.
         seconds: Wall time of the nwchem process (s).
         nwchem_version: The program's version, when printed.
+        ranks: MPI ranks the run used, as NWChem reports them (``nproc`` in its job
+            information); ``None`` when not printed.
     """
 
     energy_hartree: float
@@ -120,6 +124,7 @@ class NWChemResult:
     multiplicity: int
     seconds: float
     nwchem_version: str | None
+    ranks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,8 @@ class NWChemIpResult:
         cation_multiplicity: Spin multiplicity of the cation.
         seconds: Wall time of the nwchem process (s).
         nwchem_version: The program's version, when printed.
+        ranks: MPI ranks the run used, as NWChem reports them (``nproc`` in its job
+            information); ``None`` when not printed.
     """
 
     ip_ev: float
@@ -151,6 +158,7 @@ class NWChemIpResult:
     cation_multiplicity: int
     seconds: float
     nwchem_version: str | None
+    ranks: int | None = None
 
 
 def nwchem_energy(
@@ -163,7 +171,7 @@ def nwchem_energy(
     multiplicity: int | None = None,
     max_iterations: int = 100,
     walltime: float = 600.0,
-    threads: int = 1,
+    threads: int | None = None,
     keep: Keep = "failed",
 ) -> NWChemResult:
     """SCF (Hartree-Fock) or DFT total energy of a molecule at the given geometry.
@@ -178,7 +186,8 @@ def nwchem_energy(
         multiplicity: Spin multiplicity; default the lowest the electron count allows (1 or 2).
         max_iterations: Most SCF iterations (``maxiter`` for scf, ``iterations`` for dft).
         walltime: Seconds before the run is killed.
-        threads: OpenMP threads.
+        threads: OpenMP threads per rank; default the task's ``threads_per_rank`` (1 outside
+            a task). MPI ranks come from the task's resources (see ``orchestrator.apps.mpi``).
         keep: When to keep the working directory: ``failed`` (default), ``never``, ``always``.
 
     Returns:
@@ -204,6 +213,7 @@ def nwchem_energy(
             multiplicity=multiplicity,
             seconds=run.seconds,
             nwchem_version=_version(run),
+            ranks=_ranks(run),
         )
 
 
@@ -218,7 +228,7 @@ def nwchem_ip(
     cation_multiplicity: int | None = None,
     max_iterations: int = 100,
     walltime: float = 600.0,
-    threads: int = 1,
+    threads: int | None = None,
     keep: Keep = "failed",
 ) -> NWChemIpResult:
     """Vertical ionization potential: neutral and cation energies at one geometry, one job.
@@ -234,7 +244,8 @@ def nwchem_ip(
             for an open-shell reference, else a doublet (closed-shell reference).
         max_iterations: Most SCF iterations per task.
         walltime: Seconds before the whole job is killed.
-        threads: OpenMP threads.
+        threads: OpenMP threads per rank; default the task's ``threads_per_rank`` (1 outside
+            a task). MPI ranks come from the task's resources (see ``orchestrator.apps.mpi``).
         keep: When to keep the working directory: ``failed`` (default), ``never``, ``always``.
 
     Returns:
@@ -266,6 +277,7 @@ def nwchem_ip(
             cation_multiplicity=cation_multiplicity,
             seconds=run.seconds,
             nwchem_version=_version(run),
+            ranks=_ranks(run),
         )
 
 
@@ -361,7 +373,7 @@ def _cation_task(theory: str, charge: int, multiplicity: int) -> str:
 # -- running and reading ----------------------------------------------------------------------
 
 
-def _run(path: Path, text: str, *, walltime: float, threads: int) -> Run:
+def _run(path: Path, text: str, *, walltime: float, threads: int | None) -> Run:
     (path / _INPUT_FILE).write_text(text)
     return run_code(
         CODE,
@@ -424,3 +436,8 @@ def _energies(run: Run, *, tasks: tuple[str, ...]) -> list[float]:
 def _version(run: Run) -> str | None:
     found = _VERSION_RE.search(run.stdout)
     return found.group(1) if found else None
+
+
+def _ranks(run: Run) -> int | None:
+    found = _NPROC_RE.search(run.stdout)
+    return int(found.group(1)) if found else None

@@ -146,7 +146,7 @@ def xtb_energy(
     opt_level: OptLevel = "normal",
     max_opt_cycles: int | None = None,
     walltime: float = 300.0,
-    threads: int = 1,
+    threads: int | None = None,
     keep: Keep = "failed",
 ) -> XtbResult:
     """GFN-xTB total energy of a molecule, optionally after a geometry optimisation.
@@ -163,7 +163,8 @@ def xtb_energy(
         opt_level: Optimisation convergence level (``--opt LEVEL``).
         max_opt_cycles: Most optimisation cycles (``--cycles``); default xtb's own choice.
         walltime: Seconds before the run is killed.
-        threads: OpenMP threads.
+        threads: OpenMP threads; default the task's ``threads_per_rank`` (1 outside a task).
+            xtb is not an MPI code: a task's ranks never put a launcher before it.
         keep: When to keep the working directory: ``failed`` (default), ``never``, ``always``.
 
     Returns:
@@ -231,7 +232,7 @@ def xtb_ip_ea(
     accuracy: float = 1.0,
     max_iterations: int = 250,
     walltime: float = 300.0,
-    threads: int = 1,
+    threads: int | None = None,
     keep: Keep = "failed",
 ) -> XtbIpEaResult:
     """Vertical ionization potential and electron affinity (``xtb --vipea``, IPEA-xTB).
@@ -243,7 +244,8 @@ def xtb_ip_ea(
         accuracy: xtb's ``--acc`` (smaller is tighter), 1e-4 to 1e3.
         max_iterations: Most SCC iterations (``--iterations``).
         walltime: Seconds before the run is killed.
-        threads: OpenMP threads.
+        threads: OpenMP threads; default the task's ``threads_per_rank`` (1 outside a task).
+            xtb is not an MPI code: a task's ranks never put a launcher before it.
         keep: When to keep the working directory: ``failed`` (default), ``never``, ``always``.
 
     Returns:
@@ -322,7 +324,7 @@ def _run(
     args: list[str],
     *,
     walltime: float,
-    threads: int,
+    threads: int | None,
 ) -> Run:
     """Write the structure, run xtb on it, and raise for errors it reported."""
     ase.io.write(path / _STRUCTURE_FILE, atoms, format="xyz")
@@ -343,6 +345,7 @@ def _run(
         walltime=walltime,
         default_command=DEFAULT_COMMAND,
         threads=threads,
+        parallel=False,
         env={"XTBPATH": _xtbpath(resolve_command(CODE, DEFAULT_COMMAND))},
     )
     _check_errors(run)
