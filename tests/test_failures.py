@@ -108,6 +108,7 @@ def test_the_failure_module_imports_only_the_standard_library() -> None:
         "orchestrator",
         "orchestrator.apps",
         "orchestrator.apps.failures",
+        "orchestrator.apps.mpi",  # the launch line of a task's resources: stdlib only too
         "orchestrator.apps.runtime",
     }
 

@@ -88,8 +88,10 @@ def test_a_two_node_task_waits_for_both_nodes(mpi: Session) -> None:
             "SELECT count(*) FROM events WHERE task_id = ? AND state = 'waiting'", (wide,)
         ).fetchone()[0]
     assert waited == 1  # held in orch until both nodes were free
-    print(f"2-node task started {two.timestamps.started - one.timestamps.finished:.3f} s "
-          "after the 1-node task ended")
+    print(
+        f"2-node task started {two.timestamps.started - one.timestamps.finished:.3f} s "
+        "after the 1-node task ended"
+    )
 
 
 def test_tasks_of_mixed_sizes_never_overfill_the_nodes(mpi: Session) -> None:
@@ -113,9 +115,7 @@ def test_tasks_of_mixed_sizes_never_overfill_the_nodes(mpi: Session) -> None:
 def test_a_task_bigger_than_every_site_is_refused_and_the_campaign_goes_on(mpi: Session) -> None:
     q = mpi.queues
     q.send_inputs(0.0, method="nodes_given", topic="nodes_given", resources={"nodes": 3})
-    q.send_inputs(
-        0.0, method="nodes_given", topic="nodes_given", resources={"ranks_per_node": 4}
-    )
+    q.send_inputs(0.0, method="nodes_given", topic="nodes_given", resources={"ranks_per_node": 4})
     q.send_inputs(0.0, method="nodes_given", topic="nodes_given", resources={"nodes": "two"})
     q.send_inputs(0.0, method="nodes_given", topic="nodes_given")
     results = _results(mpi, "nodes_given", 4)
@@ -142,6 +142,45 @@ def test_the_worker_sees_the_resources_of_its_task(mpi: Session) -> None:
         "threads_per_rank": 1,
         "gpus_per_rank": 0,
     }
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec (apt: openmpi-bin)")
+def test_lammps_on_two_ranks_through_the_mpi_site_matches_one_rank(tmp_path: Path) -> None:
+    """The whole path: send_inputs(resources=) -> MPI engine -> wrapper -> mpiexec -> lmp."""
+    from orchestrator.apps.sim.lammps import lammps_md
+
+    config = SiteConfig(
+        name="lmp", kind="cpu", backend="local", capacity=2, mpi={"launcher": "openmpi"}
+    )
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lj = {"setup": "lj", "steps": 200, "seed": 4242}  # as in test_sim_mpi (tolerance there)
+    asks = [{"ranks": 1}, {"ranks": 2}, {"nodes": 2, "ranks_per_node": 1}]
+    with open_session(
+        [config],
+        MethodRegistry([Method(lammps_md)]),
+        {"md"},
+        run_dir,
+        extra_paths=[str(TESTS_DIR)],
+        journal=Journal(run_dir),
+    ) as s:
+        ids = [
+            s.queues.send_inputs(method="lammps_md", topic="md", resources=r, **lj) for r in asks
+        ]
+        by_id = {r.task_id: r for r in _results(s, "md", len(asks))}
+    one, two, spread = (by_id[i] for i in ids)
+    for result, ranks, nodes in ((one, 1, 1), (two, 2, 1), (spread, 2, 2)):
+        assert result.success, result.failure_info
+        assert result.value.ranks == ranks  # read from LAMMPS's own "on N procs" line
+        assert result.granted is not None
+        assert (result.granted.ranks, result.granted.nodes) == (ranks, nodes)
+    for other in (two, spread):
+        assert abs(other.value.potential_energy - one.value.potential_energy) <= 1e-8
+        assert abs(other.value.total_energy - one.value.total_energy) <= 1e-8
+    print(
+        f"PE 1 rank {one.value.potential_energy!r}, 2 ranks {two.value.potential_energy!r}, "
+        f"2 nodes x 1 {spread.value.potential_energy!r}"
+    )
 
 
 def test_a_site_without_mpi_counts_cores(tmp_path: Path) -> None:

@@ -12,12 +12,20 @@ Sources (exactly one):
   (``cells`` = 5 → 500 atoms), ``lj/cut`` 2.5 σ, energy-shifted, mass 1.
 - ``setup="water"``: rigid SPC/E water (SHAKE), ``cells`` cubed molecules on a 3.1 Å simple cubic
   lattice (4 → 64 molecules, ~1 g/cm³), random orientations, ``lj/cut/coul/long`` 6 Å with
-  PPPM, real units. A small box for smoke and throughput tests, not production water.
+  PPPM, real units. A small box for smoke and throughput tests, not production water. LAMMPS
+  draws the orientations on each MPI rank from its own stream (``create_atoms ... mol``), so
+  this start, unlike every other source, depends on the number of ranks.
 - ``structure=``: ASE ``Atoms`` with a cell, written with ``ase.io.lammpsdata``; atom types
   follow the sorted chemical symbols (``types`` in the result); ``pair_style``/``pair_coeff``
   required.
 - ``data_file=``: an existing LAMMPS data file (copied into the run directory);
   ``pair_style``/``pair_coeff`` required, masses must be in the file or ``extra_commands``.
+
+MPI: the task's resources decide how many ranks run LAMMPS (``orchestrator.apps.mpi``); the
+result's ``ranks`` is the count LAMMPS itself reports. Velocities are drawn from each atom's
+position (``loop geom``), not its ID, so a run gives the same trajectory on any number of ranks
+up to rounding (1 vs 2 ranks: |ΔE| ≤ 1e-11 of ~2800 after 200 LJ steps; chaos doubles it about
+every 60 steps from there).
 
 Trajectory (``dump_every`` > 0): LAMMPS writes ``trajectory.lammpstrj`` (text dump: id, type,
 positions, velocities) in the run directory. On success it is moved to
