@@ -103,3 +103,17 @@ def resources_seen() -> dict:
     from orchestrator.apps.runtime import task_context
 
     return dict(task_context().get("resources") or {})
+
+
+def hold_until(release: str, limit_s: float = 120.0) -> list[str]:
+    """Run until the file ``release`` exists (the test creates it); name the nodes given."""
+    import os
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} never appeared")
+        time.sleep(0.02)
+    listed = os.environ.get("PARSL_MPI_NODELIST", "")
+    return listed.split(",") if listed else []

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apps_for_tests import nap, nodes_given, resources_seen
+from apps_for_tests import hold_until, nap, nodes_given, resources_seen
 from conftest import TESTS_DIR
 
 from orchestrator.config.sites import SiteConfig
@@ -27,8 +28,10 @@ from orchestrator.runner import Session, open_session
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow, pytest.mark.timeout(300)]
 
-METHODS = MethodRegistry([Method(nodes_given), Method(nap), Method(resources_seen)])
-TOPICS = {"nodes_given", "nap", "resources_seen"}
+METHODS = MethodRegistry(
+    [Method(nodes_given), Method(nap), Method(resources_seen), Method(hold_until)]
+)
+TOPICS = {"nodes_given", "nap", "resources_seen", "hold_until"}
 NODES = ["node-a", "node-b"]
 
 
@@ -71,23 +74,32 @@ def _busiest(results: list[Result], size) -> int:
     return most
 
 
-def test_a_two_node_task_waits_for_both_nodes(mpi: Session) -> None:
-    first = mpi.queues.send_inputs(1.0, method="nodes_given", topic="nodes_given")
+def test_a_two_node_task_waits_for_both_nodes(mpi: Session, tmp_path: Path) -> None:
+    release = tmp_path / "release"  # the 1-node task runs until the file is there
+    first = mpi.queues.send_inputs(str(release), method="hold_until", topic="hold_until")
     wide = mpi.queues.send_inputs(
         0.1, method="nodes_given", topic="nodes_given", resources={"nodes": 2}
     )
-    by_id = {r.task_id: r for r in _results(mpi, "nodes_given", 2)}
-    one, two = by_id[first], by_id[wide]
+    # held in orch while one of the two nodes is busy (placement runs inside send_inputs)
+    assert mpi.dispatcher.waiting("cpu") == 1
+    release.touch()
+    (one,) = _results(mpi, "hold_until", 1)
+    (two,) = _results(mpi, "nodes_given", 1)
+    mpi.journal.flush()
+    with sqlite3.connect(mpi.run_dir / "journal.sqlite") as db:
+        states = [
+            state
+            for (state,) in db.execute(
+                "SELECT state FROM events WHERE task_id = ? ORDER BY seq", (wide,)
+            )
+        ]
+    assert states[:3] == ["created", "waiting", "sent"], states
+    assert (one.task_id, two.task_id) == (first, wide)
     assert one.success and two.success, (one.failure_info, two.failure_info)
     assert len(one.value) == 1 and sorted(two.value) == NODES
     assert two.timestamps.started >= one.timestamps.finished
     assert two.granted is not None and two.granted.nodes == 2
     assert sorted(two.granted.hosts) == NODES
-    with sqlite3.connect(mpi.run_dir / "journal.sqlite") as db:
-        waited = db.execute(
-            "SELECT count(*) FROM events WHERE task_id = ? AND state = 'waiting'", (wide,)
-        ).fetchone()[0]
-    assert waited == 1  # held in orch until both nodes were free
     print(
         f"2-node task started {two.timestamps.started - one.timestamps.finished:.3f} s "
         "after the 1-node task ended"
@@ -130,6 +142,31 @@ def test_a_task_bigger_than_every_site_is_refused_and_the_campaign_goes_on(mpi: 
         print(m)
 
 
+def test_the_live_table_counts_slots_not_tasks(mpi: Session, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from orchestrator.progress import site_table
+
+    release = tmp_path / "release"  # the task runs until the file is there
+    mpi.queues.send_inputs(
+        str(release), method="hold_until", topic="hold_until", resources={"nodes": 2}
+    )
+    stats = mpi.dispatcher.stats["mpi"]
+    deadline = time.monotonic() + 60
+    while stats.in_flight != 1:  # sent: one task in flight, holding both nodes
+        assert time.monotonic() < deadline, "the task was not sent"
+        time.sleep(0.01)
+    snapshot = mpi.dispatcher.snapshot()["sites"]["mpi"]
+    console = Console(width=200, record=True)
+    console.print(site_table(mpi))
+    row = next(line for line in console.export_text().splitlines() if "│ mpi" in line)
+    release.touch()
+    (result,) = _results(mpi, "hold_until", 1)
+    assert result.success and sorted(result.value) == NODES
+    assert (snapshot["in_flight"], snapshot["slots_used"], snapshot["running"]) == (1, 2, 2)
+    assert "2/2" in row, row
+
+
 def test_the_worker_sees_the_resources_of_its_task(mpi: Session) -> None:
     mpi.queues.send_inputs(
         method="resources_seen", topic="resources_seen", resources=Resources(nodes=2, ranks=3)
@@ -145,42 +182,59 @@ def test_the_worker_sees_the_resources_of_its_task(mpi: Session) -> None:
 
 
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec (apt: openmpi-bin)")
-def test_lammps_on_two_ranks_through_the_mpi_site_matches_one_rank(tmp_path: Path) -> None:
-    """The whole path: send_inputs(resources=) -> MPI engine -> wrapper -> mpiexec -> lmp."""
+def test_the_codes_on_two_ranks_through_the_mpi_site_match_one_rank(tmp_path: Path) -> None:
+    """The whole path: send_inputs(resources=) -> MPI engine -> wrapper -> mpiexec -> code.
+
+    Inputs and tolerances are test_sim_mpi's (the reasons are given there). Each result's
+    ``ranks`` is read from the code's own output; ``granted`` is what the worker was given.
+    """
+    from ase.build import molecule
+    from test_sim_mpi import CP2K_FAST, ENERGY_TOLERANCE, LJ, LJ_TOLERANCE, h2
+
+    from orchestrator.apps.sim.cp2k import cp2k_energy
     from orchestrator.apps.sim.lammps import lammps_md
+    from orchestrator.apps.sim.nwchem import nwchem_energy
 
     config = SiteConfig(
-        name="lmp", kind="cpu", backend="local", capacity=2, mpi={"launcher": "openmpi"}
+        name="codes", kind="cpu", backend="local", capacity=2, mpi={"launcher": "openmpi"}
     )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    lj = {"setup": "lj", "steps": 200, "seed": 4242}  # as in test_sim_mpi (tolerance there)
-    asks = [{"ranks": 1}, {"ranks": 2}, {"nodes": 2, "ranks_per_node": 1}]
+    calls = {
+        "lammps_md": ((), LJ, "potential_energy", LJ_TOLERANCE),
+        "cp2k_energy": ((h2(),), CP2K_FAST, "energy_hartree", ENERGY_TOLERANCE),
+        "nwchem_energy": ((molecule("H2O"),), {"basis": "sto-3g"}, "energy_hartree",
+                          ENERGY_TOLERANCE),
+    }  # fmt: skip
+    asks = {"1 rank": {"ranks": 1}, "2 ranks": {"ranks": 2}, "2 nodes": {"nodes": 2}}
+    methods = MethodRegistry([Method(lammps_md), Method(cp2k_energy), Method(nwchem_energy)])
+    sent: dict[tuple[str, str], str] = {}
     with open_session(
-        [config],
-        MethodRegistry([Method(lammps_md)]),
-        {"md"},
-        run_dir,
-        extra_paths=[str(TESTS_DIR)],
+        [config], methods, {"sim"}, run_dir, extra_paths=[str(TESTS_DIR)],
         journal=Journal(run_dir),
-    ) as s:
-        ids = [
-            s.queues.send_inputs(method="lammps_md", topic="md", resources=r, **lj) for r in asks
-        ]
-        by_id = {r.task_id: r for r in _results(s, "md", len(asks))}
-    one, two, spread = (by_id[i] for i in ids)
-    for result, ranks, nodes in ((one, 1, 1), (two, 2, 1), (spread, 2, 2)):
-        assert result.success, result.failure_info
-        assert result.value.ranks == ranks  # read from LAMMPS's own "on N procs" line
+    ) as s:  # fmt: skip
+        for name, (args, kwargs, _, _) in calls.items():
+            for label, ask in asks.items():
+                if name != "lammps_md" and label == "2 nodes":
+                    continue
+                sent[(name, label)] = s.queues.send_inputs(
+                    *args, method=name, topic="sim", resources=ask, **kwargs
+                )
+        by_id = {r.task_id: r for r in _results(s, "sim", len(sent))}
+    got = {key: by_id[task_id] for key, task_id in sent.items()}
+    for (name, label), result in got.items():
+        assert result.success, (name, label, result.failure_info)
+        ranks, nodes = (1, 1) if label == "1 rank" else (2, 2 if label == "2 nodes" else 1)
+        assert result.value.ranks == ranks, (name, label)
         assert result.granted is not None
-        assert (result.granted.ranks, result.granted.nodes) == (ranks, nodes)
-    for other in (two, spread):
-        assert abs(other.value.potential_energy - one.value.potential_energy) <= 1e-8
-        assert abs(other.value.total_energy - one.value.total_energy) <= 1e-8
-    print(
-        f"PE 1 rank {one.value.potential_energy!r}, 2 ranks {two.value.potential_energy!r}, "
-        f"2 nodes x 1 {spread.value.potential_energy!r}"
-    )
+        assert (result.granted.ranks, result.granted.nodes) == (ranks, nodes), (name, label)
+    for name, (_, _, field, tolerance) in calls.items():
+        base = getattr(got[(name, "1 rank")].value, field)
+        for label in ("2 ranks", "2 nodes"):
+            if (name, label) in got:
+                other = getattr(got[(name, label)].value, field)
+                assert abs(other - base) <= tolerance, (name, label, other, base)
+                print(f"{name} {label}: {field} {other!r} vs 1 rank {base!r}")
 
 
 def test_a_site_without_mpi_counts_cores(tmp_path: Path) -> None:

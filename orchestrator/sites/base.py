@@ -177,7 +177,8 @@ class Site(ABC):
             if limit is not None and resources.cores_per_node > limit:
                 return (
                     f"site '{self.name}' has {limit} core(s) per node and the task asks for "
-                    f"{resources.per_node} rank(s) x {resources.threads_per_rank} thread(s) on one node"
+                    f"{resources.per_node} rank(s) x {resources.threads_per_rank} thread(s) "
+                    "on one node"
                 )
             if need > self.capacity:
                 return f"site '{self.name}' has {self.capacity} node(s); the task asks for {need}"
