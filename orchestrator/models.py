@@ -423,6 +423,8 @@ class Task:
     keep_inputs: bool = True
     max_retries: int = 0
     resources: Resources = field(default_factory=Resources)
+    resources_given: bool = False
+    """Whether the call gave ``resources`` (else the method's default applies)."""
     task_info: dict[str, Any] = field(default_factory=dict)
     task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: float = field(default_factory=time.time)

@@ -161,6 +161,7 @@ class Queues:
             kwargs=kwargs,
             keep_inputs=self.keep_inputs if keep_inputs is None else keep_inputs,
             resources=requested,
+            resources_given=resources is not None,
             task_info=dict(task_info or {}),
             model_version=model_version,
             walltime=task_walltime,

@@ -469,3 +469,34 @@ def test_drain_sends_nothing_new_and_capacity_follows(make, tmp_path):
     assert queues.get_result("t", timeout=10).site == "b"
     with pytest.raises(KeyError, match="no site 'c'"):
         dispatcher.drain("c")
+
+
+def test_method_resources_are_the_default_and_a_call_overrides_them(make, tmp_path):
+    gate = threading.Event()
+    site = ThreadSite(cfg("a", capacity=2), tmp_path, gate)
+    queues, dispatcher = make([site], methods=[Method(ident, resources={"ranks": 2})])
+    queues.send_inputs(1, method="ident", topic="t")  # the method's 2 ranks: both cores
+    queues.send_inputs(2, method="ident", topic="t", resources={"ranks": 1})
+    assert (site.submitted, dispatcher.waiting("cpu")) == (1, 1)  # the second waits its core
+    assert (dispatcher.stats["a"].in_flight, dispatcher.stats["a"].slots_used) == (1, 2)
+    gate.set()
+    results = {r.value: r for r in (queues.get_result("t", timeout=10) for _ in range(2))}
+    assert results[1].resources.total_ranks == 2 and results[2].resources.total_ranks == 1
+    assert dispatcher.stats["a"].slots_used == 0
+
+
+def test_small_tasks_do_not_overtake_a_wide_one_waiting(make, tmp_path):
+    gate = threading.Event()
+    site = ThreadSite(cfg("a", capacity=2), tmp_path, gate)
+    queues, dispatcher = make([site])
+    queues.send_inputs(1, method="ident", topic="t")
+    wide = queues.send_inputs(2, method="ident", topic="t", resources={"ranks": 2})
+    queues.send_inputs(3, method="ident", topic="t")  # room for it, but it queues behind
+    assert (site.submitted, dispatcher.waiting("cpu")) == (1, 2)
+    gate.set()
+    got = {r.value: r for r in (queues.get_result("t", timeout=10) for _ in range(3))}
+    starts = {value: r.timestamps.started for value, r in got.items()}
+    finished = {value: r.timestamps.finished for value, r in got.items()}
+    assert got[2].task_id == wide
+    assert starts[2] >= finished[1]  # the wide task had both cores to itself
+    assert starts[3] >= finished[2]  # and the small one after it waited its turn

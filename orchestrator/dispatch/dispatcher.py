@@ -226,7 +226,7 @@ class Dispatcher:
             raise SiteUnavailableError("the campaign is shutting down; no new tasks are accepted")
         method = self.methods.get(task.method)
         task.slots = method.slots
-        if task.resources.is_default and not method.resources.is_default:
+        if not task.resources_given:
             task.resources = method.resources
         if task.walltime is None:
             task.walltime = method.walltime
