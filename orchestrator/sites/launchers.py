@@ -14,6 +14,11 @@ from collections.abc import Sequence
 from parsl.launchers import SimpleLauncher, SingleNodeLauncher
 
 
+def _prefixed(prefix: Sequence[str], command: str) -> str:
+    """``command`` behind the shell-quoted words of ``prefix`` (unchanged without any)."""
+    return f"{shlex.join(prefix)} {command}" if prefix else command
+
+
 class PrefixLauncher(SingleNodeLauncher):
     """Parsl's ``SingleNodeLauncher`` whose command runs behind an argv prefix.
 
@@ -36,9 +41,9 @@ class PrefixLauncher(SingleNodeLauncher):
         self, command: str, tasks_per_node: int, nodes_per_block: int, script_dir: str = ""
     ) -> str:
         """The launch script: ``SingleNodeLauncher``'s, around ``<prefix> <command>``."""
-        if self.prefix:
-            command = f"{shlex.join(self.prefix)} {command}"
-        return super().__call__(command, tasks_per_node, nodes_per_block, script_dir)
+        return super().__call__(
+            _prefixed(self.prefix, command), tasks_per_node, nodes_per_block, script_dir
+        )
 
 
 class PrefixSimpleLauncher(SimpleLauncher):
@@ -61,6 +66,6 @@ class PrefixSimpleLauncher(SimpleLauncher):
         self, command: str, tasks_per_node: int, nodes_per_block: int, script_dir: str = ""
     ) -> str:
         """``SimpleLauncher``'s script, around ``<prefix> <command>``."""
-        if self.prefix:
-            command = f"{shlex.join(self.prefix)} {command}"
-        return super().__call__(command, tasks_per_node, nodes_per_block, script_dir)
+        return super().__call__(
+            _prefixed(self.prefix, command), tasks_per_node, nodes_per_block, script_dir
+        )
