@@ -249,6 +249,8 @@ class LocalSite(Site):
                 ),
                 job_status_kwargs={"strategy": "none", "max_idletime": 0},
             )
+        if plan is None or plan.mode != "workers":  # the pool runs this Python
+            htex.launch_directly(engine)
         self._engine = engine
         self._started_at = time.monotonic()
         self._pool_seen = False
