@@ -28,6 +28,10 @@ lint:
 bench-data *ARGS:
     scripts/setup && .venv/bin/python benchmarks/data_movement.py {{ARGS}}
 
+# Start-up: the phases from `orch launch` to the first result on the default local sites
+bench-startup *ARGS:
+    scripts/setup && .venv/bin/python benchmarks/startup.py {{ARGS}}
+
 # Remote path: a loopback Globus site (real SDK, RabbitMQ, endpoint) next to a local site
 bench-remote *ARGS:
     scripts/setup && .venv/bin/python benchmarks/remote_path.py {{ARGS}}
