@@ -31,8 +31,10 @@ class SerializationMethod(StrEnum):
 class ResourceRequirements(BaseModel):
     """Colmena's per-task resource request, RADICAL-Pilot names.
 
-    ``send_inputs(resources=ResourceRequirements(...))`` records it on the result as a dict
-    (``result.resources["node_count"]``).
+    ``send_inputs(resources=ResourceRequirements(...))`` is read as orch's
+    :class:`~orchestrator.resources.Resources` (``node_count`` -> ``nodes``, ``cpu_processes``
+    -> ``ranks_per_node``, ``cpu_threads`` -> ``threads_per_rank``): placement counts it and the
+    wrappers start that many ranks; ``result.resources.node_count`` reads it back.
     """
 
     node_count: int = Field(default=1, ge=1, description="Nodes the task uses")
