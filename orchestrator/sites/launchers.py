@@ -19,7 +19,22 @@ def _prefixed(prefix: Sequence[str], command: str) -> str:
     return f"{shlex.join(prefix)} {command}" if prefix else command
 
 
-class PrefixLauncher(SingleNodeLauncher):
+class _Prefixed:
+    """Puts ``self.prefix`` before the command the Parsl launcher below it wraps."""
+
+    prefix: list[str]
+
+    def __call__(
+        self, command: str, tasks_per_node: int, nodes_per_block: int, script_dir: str = ""
+    ) -> str:
+        """The base launcher's script, around ``<prefix> <command>``."""
+        wrap = super().__call__  # type: ignore[misc]
+        return str(
+            wrap(_prefixed(self.prefix, command), tasks_per_node, nodes_per_block, script_dir)
+        )
+
+
+class PrefixLauncher(_Prefixed, SingleNodeLauncher):
     """Parsl's ``SingleNodeLauncher`` whose command runs behind an argv prefix.
 
     Each word of ``prefix`` is shell-quoted (``shlex.quote``), so a word with spaces or shell
@@ -37,16 +52,8 @@ class PrefixLauncher(SingleNodeLauncher):
         super().__init__(debug=debug, fail_on_any=fail_on_any)
         self.prefix = list(prefix)
 
-    def __call__(
-        self, command: str, tasks_per_node: int, nodes_per_block: int, script_dir: str = ""
-    ) -> str:
-        """The launch script: ``SingleNodeLauncher``'s, around ``<prefix> <command>``."""
-        return super().__call__(
-            _prefixed(self.prefix, command), tasks_per_node, nodes_per_block, script_dir
-        )
 
-
-class PrefixSimpleLauncher(SimpleLauncher):
+class PrefixSimpleLauncher(_Prefixed, SimpleLauncher):
     """Parsl's ``SimpleLauncher`` (what MPI mode requires) behind an argv prefix.
 
     The MPI engine starts one worker pool per block, on the block's first node; its workers
@@ -61,11 +68,3 @@ class PrefixSimpleLauncher(SimpleLauncher):
     def __init__(self, prefix: Sequence[str], debug: bool = True):
         super().__init__(debug=debug)
         self.prefix = list(prefix)
-
-    def __call__(
-        self, command: str, tasks_per_node: int, nodes_per_block: int, script_dir: str = ""
-    ) -> str:
-        """``SimpleLauncher``'s script, around ``<prefix> <command>``."""
-        return super().__call__(
-            _prefixed(self.prefix, command), tasks_per_node, nodes_per_block, script_dir
-        )
