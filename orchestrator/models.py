@@ -6,7 +6,6 @@ import json
 import math
 import sys
 import time
-import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from orchestrator.apps.failures import (
     failure_record,
     parse_reason,
 )
+from orchestrator.ids import new_id
 from orchestrator.resources import Granted, Resources, lenient
 
 __all__ = [
@@ -221,11 +221,13 @@ def _colmena_inputs(values: Any) -> Any:
         args, kwargs = inputs
         values.setdefault("args", tuple(args))
         values.setdefault("kwargs", dict(kwargs))
-    values.setdefault("task_id", str(uuid.uuid4()))
+    if "task_id" not in values:
+        values["task_id"] = new_id()
     values.setdefault("topic", "default")
     if values.get("method") is None:
         values["method"] = ""
-    values.setdefault("timestamps", Timestamps(created=time.time()))
+    if "timestamps" not in values:
+        values["timestamps"] = Timestamps(created=time.time())
     return values
 
 
@@ -426,7 +428,7 @@ class Task:
     resources_given: bool = False
     """Whether the call gave ``resources`` (else the method's default applies)."""
     task_info: dict[str, Any] = field(default_factory=dict)
-    task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    task_id: str = field(default_factory=new_id)
     created: float = field(default_factory=time.time)
     retries: int = 0
     site: str | None = None

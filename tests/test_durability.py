@@ -22,6 +22,7 @@ import pytest
 from conftest import TAG_ENV, engine_processes, read_results
 from durable_campaign import expected_outcome
 
+from orchestrator.dispatch.journal import Journal
 from orchestrator.lifeline import read_record, tagged_processes
 
 TESTS = Path(__file__).parent
@@ -103,7 +104,12 @@ def _in(proc: psutil.Process, folder: Path) -> bool:
 
 
 def journaled_inputs(run_dir: Path) -> list[tuple[int, int]]:
-    """Inputs of the results the journal holds (what was completed before the crash)."""
+    """Inputs of the results the journal holds (what was completed before the crash).
+
+    Opening the journal first reads back the results logged but not yet in the database when
+    orch was killed (as ``--resume`` does).
+    """
+    Journal(run_dir).close()
     with sqlite3.connect(run_dir / "journal.sqlite") as db:
         rows = db.execute("SELECT result FROM results WHERE memo = 1").fetchall()
     return [tuple(pickle.loads(blob).args[:2]) for (blob,) in rows]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 from orchestrator.apps.runtime import run_task
-from orchestrator.dispatch.journal import Journal, input_key, is_run_dir
+from orchestrator.dispatch.journal import RESULT_LOG_NAME, Journal, input_key, is_run_dir
 from orchestrator.dispatch.results import ResultsWriter
 from orchestrator.models import FailureInfo, Result, Timestamps
 
@@ -117,3 +120,65 @@ def test_results_journaled_by_an_older_orch_unpickle_with_new_fields_defaulted()
     assert old.image is None and old.remote_task_id is None
     again = pickle.loads(pickle.dumps(old))
     assert again.to_json() == result.to_json()
+
+
+_KILLED_WRITER = """
+import os, signal, sys, time
+from pathlib import Path
+from orchestrator.dispatch.journal import Journal, input_key
+from orchestrator.models import Result, Timestamps
+
+journal = Journal(Path(sys.argv[1]))
+delivered = []
+for i in range(5):
+    r = Result(task_id=f"t{i}", method="m", topic="t", args=(i,), value=i * i, success=True,
+               timestamps=Timestamps(created=time.time()))
+    journal.finished(r, input_key("m", (i,), {}), then=lambda i=i: delivered.append(i))
+assert delivered == [0, 1, 2, 3, 4], delivered  # handed over at once, in order
+print("delivered", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # before the batch period: the database has none of them
+"""
+
+
+def test_results_handed_over_before_a_kill_are_read_back_on_resume(tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(_KILLED_WRITER)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(script), str(run_dir)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == -signal.SIGKILL and "delivered" in proc.stdout, proc.stderr
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        in_db = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    assert (run_dir / RESULT_LOG_NAME).stat().st_size > 0
+    # A record cut short by the crash (here: half a frame appended) is dropped, not fatal
+    with open(run_dir / RESULT_LOG_NAME, "ab") as log:
+        log.write(b"\x40\x00\x00\x00\x01")
+    journal = Journal(run_dir, resume=True)
+    values = [journal.replay(input_key("m", (i,), {})) for i in range(5)]
+    assert [v.value for v in values if v is not None] == [0, 1, 4, 9, 16], in_db
+    assert not (run_dir / RESULT_LOG_NAME).exists()  # everything it held is in the database
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        states = db.execute("SELECT state, COUNT(*) FROM events GROUP BY state").fetchall()
+    assert dict(states) == {"done": 5}
+    journal.close()
+    # Opening it again reads nothing twice
+    Journal(run_dir).close()
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 5
+
+
+def test_a_result_in_both_log_and_database_is_not_written_twice(tmp_path):
+    journal = Journal(tmp_path)
+    seen = []
+    journal.finished(result("a", 1), "k", then=lambda: seen.append("a"))
+    journal.flush()  # now in the database too
+    log = (tmp_path / RESULT_LOG_NAME).read_bytes()
+    journal.close()
+    (tmp_path / RESULT_LOG_NAME).write_bytes(log)  # as if killed after the commit
+    Journal(tmp_path).close()
+    with sqlite3.connect(tmp_path / "journal.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+    assert seen == ["a"]

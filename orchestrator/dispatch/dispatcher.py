@@ -574,12 +574,13 @@ class Dispatcher:
             ),
             sizes=Sizes(inputs=outcome.input_size, value=outcome.value_size),
         )
-        if self.journal is not None:
-            self.journal.finished(result, task.input_key)
         state = "done" if outcome.ok else "failed"
         if self.listeners:
             self._change(state, task, site)
-        self._deliver(result)
+        if self.journal is not None:  # handed over once committed, off this thread
+            self.journal.finished(result, task.input_key, then=lambda: self._deliver(result))
+        else:
+            self._deliver(result)
 
     def _retry_now(self, task: Task) -> None:
         with self._lock:

@@ -35,6 +35,7 @@ from orchestrator.apps.runtime import CANCEL_SIGNAL, TaskWrapper, control_files
 from orchestrator.config.sites import SiteConfig
 from orchestrator.containers.plan import plan_for
 from orchestrator.exceptions import SiteUnavailableError
+from orchestrator.ids import new_uuid
 from orchestrator.resources import Resources
 from orchestrator.sites import htex
 from orchestrator.sites.base import Outcome, Site
@@ -299,7 +300,7 @@ class LocalSite(Site):
         spec: dict[str, Any] = {}
         if self.config.mpi is not None:
             spec = resources.resource_specification(self.config.mpi.options)
-        engine_task = uuid.uuid4()
+        engine_task = new_uuid()
         packed = pack_call(engine_task, fn, args, kwargs, packed_function)
         engine_future = GCFuture(engine_task)
         if task_id is not None:
