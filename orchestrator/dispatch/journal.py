@@ -370,6 +370,7 @@ class Journal:
                 marker.set()
             if stop:
                 return
+            del batch, statements, first  # not held while waiting for the next batch
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every state change queued so far is committed."""

@@ -7,6 +7,8 @@ running, waiting in orch) comes from the live snapshot the campaign writes every
 
 from __future__ import annotations
 
+import itertools
+import operator
 import sqlite3
 import statistics
 import time
@@ -21,6 +23,16 @@ LAST_FAILURES = 10
 
 UNFINISHED_LISTED = 50
 """Unfinished tasks listed by id in the status (the oldest), for ``orch cancel``."""
+
+_COUNTED_EVENTS = ("retried", "replayed", "site_down", "site_up", "drained", "undrained")
+"""Event states the status counts or follows (the tasks' own states are read per task)."""
+
+_OPPOSITE = {
+    "site_down": "site_up",
+    "site_up": "site_down",
+    "drained": "undrained",
+    "undrained": "drained",
+}
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:
@@ -66,18 +78,46 @@ def read_status(run_dir: Path) -> dict[str, Any]:
             ):
                 d, f = done_at.get(site, (0, 0))
                 done_at[site] = (d + n, f) if ok else (d, f + n)
-        moved = dict(
-            db.execute(
-                "SELECT site, COUNT(*) FROM events WHERE state = 'retried' AND site IS NOT NULL "
-                "GROUP BY site"
-            ).fetchall()
-        )
+        # -- the oldest unfinished tasks, listed while the run goes on (for orch cancel) ------
+        unfinished = []
+        if state == "running":
+            for task_id, method, created_at in db.execute(
+                "SELECT t.task_id, t.method, t.created FROM tasks t LEFT JOIN results r "
+                "ON r.task_id = t.task_id WHERE r.task_id IS NULL ORDER BY t.created LIMIT ?",
+                (UNFINISHED_LISTED,),
+            ):
+                unfinished.append({"task_id": task_id, "method": method, "created": created_at})
+        # -- one pass over the events (the largest table; an index would slow every insert):
+        # per (state, site) the count and the newest event with its detail (SQLite takes a
+        # bare column from the row of the one MAX()); per unfinished task its newest event.
+        ids = [t["task_id"] for t in unfinished]
+        mine = f"task_id IN ({','.join('?' * len(ids))})" if ids else "0"
+        moved: dict[str, int] = {}
+        replayed = 0
+        newest: dict[tuple[str, str | None], tuple[int, str | None]] = {}
+        latest: dict[str, tuple[int, str, str | None]] = {}
+        for task_id, what, site, detail, seq, n in db.execute(
+            f"SELECT CASE WHEN {mine} THEN task_id END AS listed, state, site, detail, "
+            f"MAX(seq), COUNT(*) FROM events WHERE {mine} OR state IN "
+            f"({', '.join(repr(s) for s in _COUNTED_EVENTS)}) GROUP BY listed, state, site",
+            ids + ids,
+        ):
+            if task_id is not None and seq > latest.get(task_id, (-1, "", None))[0]:
+                latest[task_id] = (seq, what, site)
+            if what == "retried":
+                if site is not None:
+                    moved[site] = moved.get(site, 0) + n
+            elif what == "replayed":
+                replayed += n
+            elif what in _OPPOSITE and seq > newest.get((what, site), (-1, None))[0]:
+                newest[(what, site)] = (seq, detail)
+        for task in unfinished:
+            _, task["state"], task["site"] = latest.get(task["task_id"], (0, "created", None))
         site_state: dict[str, tuple[str, str | None]] = {}
         drained: dict[str, bool] = {}
-        for site, what, detail in db.execute(
-            "SELECT site, state, detail FROM events WHERE state IN "
-            "('site_down', 'site_up', 'drained', 'undrained') ORDER BY seq"
-        ):
+        for (what, site), (seq, detail) in newest.items():  # the newer of each pair wins
+            if site is None or seq < newest.get((_OPPOSITE[what], site), (-1, None))[0]:
+                continue
             if what in ("site_down", "site_up"):
                 site_state[site] = ("down", detail) if what == "site_down" else ("up", None)
             else:
@@ -110,27 +150,35 @@ def read_status(run_dir: Path) -> dict[str, Any]:
         # -- methods ------------------------------------------------------------------------
         result_cols = _columns(db, "results")
         timed = "started" in result_cols and "ended" in result_cols
-        rows = db.execute(
-            "SELECT method, success, "
-            + ("reason, started, ended" if timed else "NULL, NULL, NULL")
-            + " FROM results"
-        ).fetchall()
+        # Counted in SQL: a results row holds the pickled result, so each scan reads them all.
+        # Groups in the order of their first row: methods and failure reasons appear in the
+        # order the rows do.
         per_method: dict[str, dict[str, Any]] = {}
-        spans: dict[str, list[float]] = {}
-        for method, success, reason, started, ended in rows:
+        for method, success, reason, n, _ in db.execute(
+            "SELECT method, success, "
+            + ("reason" if timed else "NULL")
+            + ", COUNT(*), MIN(rowid) AS first FROM results GROUP BY method, success"
+            + (", reason" if timed else "")
+            + " ORDER BY first"
+        ):
             m = per_method.setdefault(
                 method, {"method": method, "tasks": 0, "done": 0, "failed": 0, "failures": {}}
             )
             if success:
-                m["done"] += 1
+                m["done"] += n
             else:
-                m["failed"] += 1
+                m["failed"] += n
                 key = reason or "failed"
-                m["failures"][key] = m["failures"].get(key, 0) + 1
-            if started and ended and ended >= started:
-                spans.setdefault(method, []).append(ended - started)
+                m["failures"][key] = m["failures"].get(key, 0) + n
+        spans: dict[str, list[float]] = {}
+        if timed:
+            rows = db.execute(
+                "SELECT method, ended - started AS span FROM results "
+                "WHERE started AND ended AND ended >= started ORDER BY method, span"
+            ).fetchall()
+            for method, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+                spans[method] = [span for _, span in group]
         created = dict(db.execute("SELECT method, COUNT(*) FROM tasks GROUP BY method").fetchall())
-        replayed = db.execute("SELECT COUNT(*) FROM events WHERE state = 'replayed'").fetchone()[0]
         for method, n in created.items():
             per_method.setdefault(
                 method, {"method": method, "tasks": 0, "done": 0, "failed": 0, "failures": {}}
@@ -145,7 +193,7 @@ def read_status(run_dir: Path) -> dict[str, Any]:
             m["p95_s"] = _quantile(values, 0.95)
         # -- failures, control ----------------------------------------------------------------
         last = []
-        if timed:
+        if timed and any(m["failed"] for m in per_method.values()):
             for task_id, method, site, reason, message, at in db.execute(
                 "SELECT task_id, method, site, reason, message, finished FROM results "
                 "WHERE success = 0 ORDER BY finished DESC LIMIT ?",
@@ -161,23 +209,6 @@ def read_status(run_dir: Path) -> dict[str, Any]:
                         "time": at,
                     }
                 )
-        unfinished = []
-        for task_id, method, created_at in db.execute(
-            "SELECT t.task_id, t.method, t.created FROM tasks t LEFT JOIN results r "
-            "ON r.task_id = t.task_id WHERE r.task_id IS NULL ORDER BY t.created LIMIT ?",
-            (UNFINISHED_LISTED,),
-        ):
-            unfinished.append({"task_id": task_id, "method": method, "created": created_at})
-        latest: dict[str, tuple[str, str | None]] = {}
-        if unfinished:  # one pass over the events (no index: it would slow every insert)
-            marks = ",".join("?" * len(unfinished))
-            for task_id, what, site in db.execute(
-                f"SELECT task_id, state, site FROM events WHERE task_id IN ({marks}) ORDER BY seq",
-                [t["task_id"] for t in unfinished],
-            ):
-                latest[task_id] = (what, site)
-        for task in unfinished:
-            task["state"], task["site"] = latest.get(task["task_id"], ("created", None))
         control = []
         if "control" in tables:
             for at, action, target, user, outcome in db.execute(
