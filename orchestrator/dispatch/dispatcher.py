@@ -577,7 +577,7 @@ class Dispatcher:
         state = "done" if outcome.ok else "failed"
         if self.listeners:
             self._change(state, task, site)
-        if self.journal is not None:  # handed over once committed, off this thread
+        if self.journal is not None:  # handed over once it is in the journal's log
             self.journal.finished(result, task.input_key, then=lambda: self._deliver(result))
         else:
             self._deliver(result)

@@ -203,8 +203,8 @@ class Journal:
         self._log: BinaryIO | None = None
         """Opened at the first result handed over (a journal only read makes no log)."""
         self._log_pending = 0
-        self._commit_failed = False
         """Records appended to the log and not yet committed to the database."""
+        self._commit_failed = False
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30
@@ -231,34 +231,24 @@ class Journal:
             data = self._log_path.read_bytes()
         except FileNotFoundError:
             return
-        statements: list[tuple[str, tuple[Any, ...]]] = []
+        fresh: list[tuple[str, tuple[Any, ...]]] = []
+        count = 0
         position = 0
         while position + _FRAME.size <= len(data):
             length, crc = _FRAME.unpack_from(data, position)
             record = data[position + _FRAME.size : position + _FRAME.size + length]
             if len(record) < length or zlib.crc32(record) != crc:
                 break  # cut short by the crash: that task runs again on resume
-            statements.extend(pickle.loads(record))
             position += _FRAME.size + length
-        task_ids = {params[0] for sql, params in statements if sql.startswith("INSERT OR")}
-        known = {
-            task_id
-            for task_id in task_ids
-            if self._db.execute("SELECT 1 FROM results WHERE task_id = ?", (task_id,)).fetchone()
-        }
-        fresh = [
-            (sql, params)
-            for sql, params in statements
-            if (params[0] if sql.startswith("INSERT OR") else params[1]) not in known
-        ]
+            task_id, rows = pickle.loads(record)
+            known = "SELECT 1 FROM results WHERE task_id = ?"
+            if self._db.execute(known, (task_id,)).fetchone() is None:  # not committed before
+                fresh.extend(rows)
+                count += 1
         if fresh and not self._commit(fresh):
             raise sqlite3.OperationalError(f"cannot write the results in {self._log_path.name}")
-        if fresh:
-            logger.info(
-                "journal: %d result(s) read back from %s",
-                len(task_ids - known),
-                self._log_path.name,
-            )
+        if count:
+            logger.info("journal: %d result(s) read back from %s", count, self._log_path.name)
         self._log_path.unlink()
 
     def _commit(self, statements: list[tuple[str, tuple[Any, ...]]]) -> bool:
@@ -400,7 +390,7 @@ class Journal:
         if then is None or self._closed:
             self._write_now(rows, result.task_id)
         else:
-            record = pickle.dumps(rows, protocol=5)
+            record = pickle.dumps((result.task_id, rows), protocol=5)
             with self._log_lock:
                 if self._log is None:
                     self._log = open(self._log_path, "ab", buffering=0)  # noqa: SIM115
