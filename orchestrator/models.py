@@ -163,6 +163,7 @@ class Sizes(BaseModel):
 
 
 _NAN = math.nan
+_PROXIED = {"proxy": True}
 
 
 class ColmenaTimestamps(BaseModel):
@@ -240,7 +241,8 @@ class Result(BaseModel):
     in Colmena: ``Result(inputs=((1,), {}), value=4)``.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # bytes go to JSON as URL-safe base64 (results files): raw bytes are rarely UTF-8
+    model_config = ConfigDict(arbitrary_types_allowed=True, ser_json_bytes="base64")
 
     task_id: str
     method: str
@@ -289,6 +291,12 @@ class Result(BaseModel):
     )
     timestamps: Timestamps
     sizes: Sizes = Field(default_factory=Sizes)
+    inputs_by_proxy: list[int | str] = Field(
+        default_factory=list,
+        description="Inputs (positions, keyword names) that went to the site by proxy (over "
+        'the data plane\'s threshold): results files write them as {"proxy": true}, and the '
+        "journal does not keep them (a replayed result gets the new call's own, equal inputs)",
+    )
 
     _read_colmena = model_validator(mode="before")(_colmena_inputs)
 
@@ -379,9 +387,7 @@ class Result(BaseModel):
             exclude_none: Leave out fields that are ``None``.
             indent: Indent the JSON by this many spaces.
         """
-        model = self
-        if is_proxy(self.value):
-            model = self.model_copy(update={"value": {"proxy": True}})
+        model = self._for_json()
         data: dict[str, Any] = model.model_dump(mode="json", fallback=repr)
         data["inputs"] = [data.get("args") or [], data.get("kwargs") or {}]
         data["timestamp"] = self.timestamp.model_dump(mode="json")
@@ -404,14 +410,54 @@ class Result(BaseModel):
         return json.dumps(data, indent=indent, default=repr)
 
     def to_json(self) -> str:
-        """One JSON line; values that JSON cannot hold are written as their ``repr``.
+        """One JSON line; bytes are URL-safe base64, other values JSON cannot hold their ``repr``.
 
         A value that moved by proxy is written as ``{"proxy": true}``: serializing it would
-        resolve it (and use up a single-use result proxy).
+        resolve it (and use up a single-use result proxy). So are the inputs that went to
+        the site by proxy (``inputs_by_proxy``): bulk data stays in the data plane.
         """
+        return self._for_json().model_dump_json(fallback=repr)
+
+    def _for_json(self) -> Result:
+        """This result with proxies (and inputs sent by proxy) as ``{"proxy": true}``."""
+        update: dict[str, Any] = {}
         if is_proxy(self.value):
-            return self.model_copy(update={"value": {"proxy": True}}).model_dump_json(fallback=repr)
-        return self.model_dump_json(fallback=repr)
+            update["value"] = _PROXIED
+        if self.inputs_by_proxy:
+            update["args"], update["kwargs"] = self._inputs_replaced(_PROXIED)
+        return self.model_copy(update=update) if update else self
+
+    def _inputs_replaced(self, marker: Any) -> tuple[tuple[Any, ...] | None, dict[str, Any] | None]:
+        args, kwargs = self.args, self.kwargs
+        if args is not None:
+            args = tuple(
+                marker if i in self.inputs_by_proxy else value for i, value in enumerate(args)
+            )
+        if kwargs is not None:
+            kwargs = {k: marker if k in self.inputs_by_proxy else v for k, v in kwargs.items()}
+        return args, kwargs
+
+    def without_proxied_inputs(self) -> Result:
+        """A shallow copy with the inputs sent by proxy set to ``None`` (what is journaled)."""
+        if not self.inputs_by_proxy:
+            return self
+        args, kwargs = self._inputs_replaced(None)
+        return self.model_copy(update={"args": args, "kwargs": kwargs})
+
+    def restore_inputs(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Put back the inputs :meth:`without_proxied_inputs` left out, from an equal call."""
+        if not self.inputs_by_proxy or not self.keep_inputs:
+            return
+        if self.args is not None:
+            self.args = tuple(
+                args[i] if i in self.inputs_by_proxy and i < len(args) else value
+                for i, value in enumerate(self.args)
+            )
+        if self.kwargs is not None:
+            self.kwargs = {
+                k: kwargs.get(k, v) if k in self.inputs_by_proxy else v
+                for k, v in self.kwargs.items()
+            }
 
 
 @dataclass
@@ -441,6 +487,8 @@ class Task:
     input_key: str | None = None
     moves: list[Move] = field(default_factory=list)
     attempt: int = 0
+    inputs_by_proxy: list[int | str] = field(default_factory=list)
+    """Inputs the last attempt sent by proxy (positions, keyword names)."""
 
     def make_result(self, **fields: Any) -> Result:
         """Build the Result for this task from the outcome fields."""
@@ -457,6 +505,7 @@ class Task:
             resources=self.resources,
             site=self.site,
             model_version=self.model_version,
+            inputs_by_proxy=list(self.inputs_by_proxy) if self.keep_inputs else [],
             **fields,
         )
 

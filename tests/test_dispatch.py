@@ -6,6 +6,9 @@ the real engine is exercised in test_local_sites.py.
 
 from __future__ import annotations
 
+import base64
+import json
+import sqlite3
 import threading
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,7 +17,9 @@ import pytest
 
 from orchestrator.apps.runtime import run_task
 from orchestrator.config.sites import SiteConfig
+from orchestrator.data import DataConfig, DataPlane
 from orchestrator.dispatch import Dispatcher, Method, MethodRegistry
+from orchestrator.dispatch.journal import JOURNAL_NAME, Journal
 from orchestrator.exceptions import ConfigError, SiteUnavailableError, TimeoutException
 from orchestrator.models import Result, Task
 from orchestrator.queues import Queues
@@ -500,3 +505,57 @@ def test_small_tasks_do_not_overtake_a_wide_one_waiting(make, tmp_path):
     assert got[2].task_id == wide
     assert starts[2] >= finished[1]  # the wide task had both cores to itself
     assert starts[3] >= finished[2]  # and the small one after it waited its turn
+
+
+def size(data, tag):
+    return len(data) + len(tag)
+
+
+def test_bytes_that_are_not_utf8_are_written_to_results_files_as_base64(make, tmp_path):
+    queues, dispatcher = make([ThreadSite(cfg("a"), tmp_path)])
+    raw = b"\xff\xfe\x00 not text"
+    queues.send_inputs(raw, method="ident", topic="t")
+    assert queues.get_result("t", timeout=10).value == raw
+    assert dispatcher.results.flush(timeout=10)
+    record = json.loads((tmp_path / "results" / "t.jsonl").read_text())
+    assert base64.urlsafe_b64decode(record["value"]) == raw
+    assert base64.urlsafe_b64decode(record["args"][0]) == raw
+
+
+def test_inputs_sent_by_proxy_stay_out_of_results_files_and_journal_and_replay(tmp_path):
+    big = bytes(range(256)) * 2000  # 512 kB, over the 100 kB threshold, not UTF-8
+    tag = b"\xfftag"
+    store = DataConfig(connector="file", path=tmp_path / "store", threshold_bytes=100_000)
+
+    def session(resume: bool) -> Result:
+        site = ThreadSite(cfg("a"), tmp_path)
+        journal = Journal(tmp_path, resume=resume)
+        with DataPlane({"a": store}) as plane:
+            queues = Queues({"t"})
+            dispatcher = Dispatcher(
+                [site],
+                MethodRegistry([Method(size)]),
+                queues.put_result,
+                tmp_path,
+                data=plane,
+                journal=journal,
+            )
+            queues.attach(dispatcher)
+            queues.send_inputs(big, tag, method="size", topic="t")
+            result = queues.get_result("t", timeout=10)
+            site.shutdown()
+            dispatcher.close()
+        return result
+
+    first = session(resume=False)
+    assert first.success and first.value == len(big) + len(tag)
+    assert first.inputs_by_proxy == [0] and first.args == (big, tag)  # the thinker's own
+    record = json.loads((tmp_path / "results" / "t.jsonl").read_text())
+    assert record["args"] == [{"proxy": True}, base64.urlsafe_b64encode(tag).decode()]
+    with sqlite3.connect(tmp_path / JOURNAL_NAME) as db:
+        (blob,) = db.execute("SELECT result FROM results").fetchone()
+    assert big not in blob and len(blob) < len(big) // 10
+
+    again = session(resume=True)  # same inputs: replayed, with the caller's inputs put back
+    assert again.replayed and again.task_id == first.task_id
+    assert again.args == (big, tag) and again.value == first.value

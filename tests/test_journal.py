@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -182,3 +184,12 @@ def test_a_result_in_both_log_and_database_is_not_written_twice(tmp_path):
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
         assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
     assert seen == ["a"]
+
+
+def test_input_key_is_the_digest_of_the_pickle_earlier_journals_hold():
+    # streamed into the hash, the key must not change: journals of older runs still resume
+    big = bytes(range(256)) * 5000
+    for call in [("m", (big, 1), {"k": [big[:10]] * 3}), ("m", (), {}), ("n", ("x",), {"a": 2})]:
+        method, args, kwargs = call
+        data = pickle.dumps((method, tuple(args), sorted(kwargs.items())), protocol=5)
+        assert input_key(method, args, kwargs) == hashlib.blake2b(data, digest_size=20).hexdigest()

@@ -11,11 +11,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.apps.failures import summary_line
 from orchestrator.dispatch.journal import Journal, input_key
@@ -241,6 +241,7 @@ class Dispatcher:
             earlier = self.journal.replay(task.input_key)
             if earlier is not None:
                 earlier.replayed = True
+                earlier.restore_inputs(task.args, task.kwargs)  # equal by key, not journaled
                 if task.model_version is not None and earlier.model_version is None:
                     earlier.model_version = task.model_version
                 self._change("replayed", task)
@@ -351,12 +352,15 @@ class Dispatcher:
             self._attempts[attempt] = (task, site)
         try:
             if self.data is not None and self.data.uses_proxies(site.name):
-                args, kwargs, _ = self.data.proxy_arguments(
+                args, kwargs, n_proxied = self.data.proxy_arguments(
                     args,
                     kwargs,
                     site.name,
                     threshold=method.proxy_threshold,
                     task_id=task.task_id,
+                )
+                task.inputs_by_proxy = (
+                    _sent_by_proxy(task.args, task.kwargs, args, kwargs) if n_proxied else []
                 )
             task.sent = time.time()
             self._change("sent", task, site)
@@ -942,3 +946,16 @@ def _task_of(result: Result) -> Task:
         site=result.site,
         model_version=result.model_version,
     )
+
+
+def _sent_by_proxy(
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    sent_args: tuple[Any, ...],
+    sent_kwargs: Mapping[str, Any],
+) -> list[int | str]:
+    """Positions and keyword names of the inputs the data plane replaced by a proxy."""
+    pairs = enumerate(zip(args, sent_args, strict=True))
+    moved: list[int | str] = [i for i, (a, b) in pairs if a is not b]
+    moved += [k for k, v in kwargs.items() if sent_kwargs.get(k) is not v]
+    return moved

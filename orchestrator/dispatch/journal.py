@@ -147,11 +147,23 @@ def input_key(method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> st
     Two calls with equal method name and equally pickled inputs (same values, same order of
     keyword arguments after sorting) get the same key.
     """
-    try:
-        data = pickle.dumps((method, tuple(args), sorted(kwargs.items())), protocol=5)
+    digest = _Digest()
+    try:  # streamed: pickle hands large buffers to write() without copying them first
+        pickle.Pickler(digest, protocol=5).dump((method, tuple(args), sorted(kwargs.items())))
     except Exception:  # noqa: BLE001 - e.g. a lock or a generator among the inputs
         return None
-    return hashlib.blake2b(data, digest_size=20).hexdigest()
+    return digest.hash.hexdigest()
+
+
+class _Digest:
+    """A file-like sink that hashes what is written (the same digest as of the pickle)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.blake2b(digest_size=20)
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return len(data)
 
 
 def _dump_result(result: Result) -> bytes | None:
@@ -413,7 +425,8 @@ class Journal:
         memo = key is not None and (result.success or (info is not None and info.where == "task"))
         if info is not None and info.reason == SITE_FAILURE:
             memo = False
-        blob = _dump_result(result) if memo else None
+        # bulk inputs sent by proxy are left out: a replay re-attaches the new call's own
+        blob = _dump_result(result.without_proxied_inputs()) if memo else None
         message = summary_line(info.message) or None if info is not None else None
         detail = (info.reason or info.exception_type) if info is not None else None
         now = time.time()
